@@ -1,0 +1,5 @@
+"""``python -m oomtop``."""
+
+from oomtop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Readers that turn cgroupfs and procfs into Samples.  Nothing in this package imports Textual."""

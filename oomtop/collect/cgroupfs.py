@@ -1,0 +1,340 @@
+"""cgroupfs: find the hierarchy that holds the memory controller and read one cgroup's memory figures.
+
+v1 and v2 name the same facts differently (``memory.limit_in_bytes`` vs ``memory.max``, ``oom_control`` vs
+``memory.events``); this module turns both into one :class:`~oomtop.model.Cgroup`.  Files that change every
+tick are kept open and re-read with pread; those that rarely change (limits, oom.group, PSI, whose averages
+the kernel only updates every 2 s) are read on the slow tick.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from oomtop.collect.files import FdBudget, KeptFile, read_once
+from oomtop.model import Cgroup, Identity, Pressure
+
+# v1 reports "no limit" as LONG_MAX rounded down to a page (9223372036854771712 with 4 KiB pages).  Anything at
+# or above 2**62 is no real limit on any machine.
+UNLIMITED_FLOOR = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryHierarchy:
+    """Where the memory controller lives: ``path`` is the directory of the root memory cgroup on this host."""
+
+    version: int  # 1 or 2
+    path: str
+    layout: str  # "v1", "v2" or "hybrid"
+
+
+def _mount_entries(procfs_root: str) -> list[tuple[str, str, set[str]]]:
+    for name in ("1/mounts", "self/mounts"):
+        try:
+            text = read_once(os.path.join(procfs_root, name), 1 << 20).decode("utf-8", "replace")
+        except OSError:
+            continue
+        entries = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2"):
+                mountpoint = fields[1].replace("\\040", " ")
+                entries.append((fields[2], mountpoint, set(fields[3].split(","))))
+        if entries:
+            return entries
+    return []
+
+
+def _under_root(mountpoint: str, cgroup_root: str) -> str | None:
+    """Map a mount point seen in the mount table to the same place under the configured cgroup root."""
+    standard = "/sys/fs/cgroup"
+    if mountpoint == standard or mountpoint.startswith(standard + "/"):
+        return cgroup_root + mountpoint[len(standard) :]
+    if os.path.normpath(cgroup_root) == standard or cgroup_root == "/sys/fs/cgroup/":
+        return mountpoint
+    return None
+
+
+def _v2_has_memory(path: str) -> bool:
+    try:
+        return "memory" in read_once(os.path.join(path, "cgroup.controllers")).decode().split()
+    except OSError:
+        return False
+
+
+def discover_hierarchy(cgroup_root: str, procfs_root: str) -> MemoryHierarchy | None:
+    """Find the memory hierarchy from the mount table, then by probing ``cgroup_root`` (fixture trees)."""
+    v1_path = v2_path = None
+    has_v1 = has_v2 = False
+    for fstype, mountpoint, options in _mount_entries(procfs_root):
+        mapped = _under_root(mountpoint, cgroup_root)
+        if mapped is None or not os.path.isdir(mapped):
+            continue
+        if fstype == "cgroup":
+            has_v1 = True
+            if "memory" in options:
+                v1_path = mapped
+        else:
+            has_v2 = True
+            if _v2_has_memory(mapped):
+                v2_path = mapped
+    if v1_path is None and v2_path is None:  # no usable mount table: probe the directory itself
+        if os.path.exists(os.path.join(cgroup_root, "memory", "memory.usage_in_bytes")):
+            v1_path, has_v1 = os.path.join(cgroup_root, "memory"), True
+            has_v2 = os.path.exists(os.path.join(cgroup_root, "unified", "cgroup.controllers"))
+        elif os.path.exists(os.path.join(cgroup_root, "memory.usage_in_bytes")):
+            v1_path, has_v1 = cgroup_root, True
+        elif _v2_has_memory(cgroup_root):
+            v2_path, has_v2 = cgroup_root, True
+    if v1_path is not None:
+        return MemoryHierarchy(1, v1_path, "hybrid" if has_v2 else "v1")
+    if v2_path is not None:
+        return MemoryHierarchy(2, v2_path, "hybrid" if has_v1 else "v2")
+    return None
+
+
+def parse_int(raw: bytes) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def parse_v1_limit(raw: bytes) -> int | None:
+    value = parse_int(raw)
+    return None if value is None or value >= UNLIMITED_FLOOR else value
+
+
+def parse_v2_limit(raw: bytes) -> int | None:
+    raw = raw.strip()
+    if raw == b"max" or not raw:
+        return None
+    value = parse_int(raw)
+    return None if value is None or value >= UNLIMITED_FLOOR else value
+
+
+def parse_flat_keyed(raw: bytes) -> dict[str, int]:
+    """``key value`` lines (memory.stat, memory.events, memory.oom_control); malformed lines are skipped."""
+    result: dict[str, int] = {}
+    for line in raw.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if value:
+            try:
+                result[key.decode("ascii", "replace")] = int(value)
+            except ValueError:
+                continue
+    return result
+
+
+def parse_pids(raw: bytes) -> tuple[int, ...]:
+    try:
+        return tuple(map(int, raw.split()))
+    except ValueError:
+        return tuple(int(word) for word in raw.split() if word.isdigit())
+
+
+def parse_pressure(raw: bytes) -> Pressure | None:
+    """PSI: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` and a ``full`` line."""
+    lines: dict[str, dict[str, str]] = {}
+    for line in raw.decode("ascii", "replace").splitlines():
+        kind, _, rest = line.partition(" ")
+        lines[kind] = dict(item.partition("=")[::2] for item in rest.split())
+    try:
+        some, full = lines["some"], lines.get("full", {})
+        return Pressure(
+            float(some["avg10"]), float(some["avg60"]), float(some["avg300"]), int(some["total"]),
+            float(full.get("avg10", 0)), float(full.get("avg60", 0)), float(full.get("avg300", 0)),
+            int(full.get("total", 0)),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+class CgroupGone(Exception):
+    """The cgroup was removed while it was being read: drop it from this sample."""
+
+
+class CgroupReader:
+    """Reads one cgroup again and again, re-parsing a file only when its bytes changed."""
+
+    def __init__(self, hierarchy: MemoryHierarchy, path: str, identity: Identity, budget: FdBudget | None) -> None:
+        self.hierarchy = hierarchy
+        self.path = path
+        self.directory = hierarchy.path + ("" if path == "/" else path)
+        self.identity = identity
+        self.is_root = path == "/"
+        self._budget = budget
+        self._files: dict[str, KeptFile | None] = {}
+        self._raw: dict[str, bytes] = {}
+        self._parsed: dict[str, object] = {}
+        self.last: Cgroup | None = None
+
+    def _read(self, name: str) -> bytes | None:
+        """A file's bytes; None when this kernel does not have it; CgroupGone when the cgroup vanished."""
+        handle = self._files.get(name, False)
+        if handle is None:
+            return None
+        try:
+            if handle is False:
+                handle = self._files[name] = KeptFile(os.path.join(self.directory, name), self._budget)
+            return handle.read()  # type: ignore[union-attr]
+        except FileNotFoundError:
+            if not os.path.isdir(self.directory):
+                raise CgroupGone(self.path) from None
+            self._files[name] = None
+            return None
+        except (ProcessLookupError, OSError) as error:
+            if isinstance(error, PermissionError):
+                self._files[name] = None
+                return None
+            raise CgroupGone(self.path) from error
+
+    def _changed(self, name: str) -> tuple[bool, bytes | None]:
+        raw = self._read(name)
+        if raw is None:
+            return (name in self._raw and self._raw.pop(name) is not None, None)
+        if self._raw.get(name) == raw:
+            return (False, raw)
+        self._raw[name] = raw
+        return (True, raw)
+
+    def _keyed(self, name: str) -> dict[str, int]:
+        changed, raw = self._changed(name)
+        if changed or name not in self._parsed:
+            self._parsed[name] = parse_flat_keyed(raw) if raw is not None else {}
+        return self._parsed[name]  # type: ignore[return-value]
+
+    def _value(self, name: str, parse) -> object:  # type: ignore[no-untyped-def]
+        changed, raw = self._changed(name)
+        if changed or name not in self._parsed:
+            self._parsed[name] = parse(raw) if raw is not None else None
+        return self._parsed[name]
+
+    def read(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
+        """This cgroup's figures now; ``slow`` also re-reads the files that rarely change."""
+        if self.hierarchy.version == 1:
+            cgroup = self._read_v1(slow, pid_filter)
+        else:
+            cgroup = self._read_v2(slow, pid_filter)
+        if cgroup == self.last:
+            return self.last  # type: ignore[return-value]
+        self.last = cgroup
+        return cgroup
+
+    def _pids(self, pid_filter: "PidFilter") -> tuple[int, ...]:
+        pids = self._value("cgroup.procs", parse_pids)
+        return pid_filter(pids if isinstance(pids, tuple) else ())
+
+    def _slow_value(self, name: str, parse, slow: bool) -> object:  # type: ignore[no-untyped-def]
+        if slow or name not in self._parsed:
+            return self._value(name, parse)
+        return self._parsed[name]
+
+    def _read_v1(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
+        pids = self._pids(pid_filter)
+        usage = self._value("memory.usage_in_bytes", parse_int)
+        if usage is None:
+            raise CgroupGone(self.path)
+        stat = self._keyed("memory.stat")
+        oom_control = self._keyed("memory.oom_control")
+        limit = None if self.is_root else self._value("memory.limit_in_bytes", parse_v1_limit)
+        peak = self._value("memory.max_usage_in_bytes", parse_int)
+        failcnt = self._value("memory.failcnt", parse_int)
+        memsw = self._slow_value("memory.memsw.limit_in_bytes", parse_v1_limit, slow)
+        swap_limit = None
+        if memsw is not None and limit is not None:
+            swap_limit = max(0, memsw - limit)  # type: ignore[operator]
+        swap = stat.get("total_swap") if "total_swap" in stat else None
+        return Cgroup(
+            path=self.path,
+            usage_bytes=usage,  # type: ignore[arg-type]
+            limit_bytes=limit,  # type: ignore[arg-type]
+            high_bytes=None,
+            peak_bytes=peak,  # type: ignore[arg-type]
+            failcnt=failcnt,  # type: ignore[arg-type]
+            anon_bytes=stat.get("total_rss", 0),
+            file_bytes=stat.get("total_cache", 0),
+            inactive_file_bytes=stat.get("total_inactive_file", 0),
+            shmem_bytes=stat.get("total_shmem", 0),
+            swap_bytes=swap,
+            swap_limit_bytes=swap_limit,
+            oom_events=0,
+            oom_kills=oom_control.get("oom_kill", 0),
+            oom_kills_local=None,
+            oom_group=None,
+            under_oom=bool(oom_control.get("under_oom", 0)),
+            pressure=None,
+            pids=pids,
+            identity=self.identity,
+        )
+
+    def _read_v2(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
+        pids = self._pids(pid_filter)
+        stat = self._keyed("memory.stat")
+        if self.is_root:
+            usage = stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
+            current = self._value("memory.current", parse_int)  # exists on the root since 6.x
+            if isinstance(current, int):
+                usage = current
+            limit = high = swap_limit = None
+            events: dict[str, int] = {}
+            local: dict[str, int] = {}
+            oom_group = None
+        else:
+            current = self._value("memory.current", parse_int)
+            if current is None:
+                raise CgroupGone(self.path)
+            usage = current  # type: ignore[assignment]
+            limit = self._value("memory.max", parse_v2_limit)
+            high = self._value("memory.high", parse_v2_limit)
+            events = self._keyed("memory.events")
+            local = self._keyed("memory.events.local") if slow or "memory.events.local" not in self._parsed else self._parsed["memory.events.local"]  # type: ignore[assignment]
+            swap_limit = self._slow_value("memory.swap.max", parse_v2_limit, slow)
+            if swap_limit is None and self._raw.get("memory.swap.max") is None:
+                swap_limit = 0  # no swap controller: the cgroup may not swap at all
+            group = self._slow_value("memory.oom.group", parse_int, slow)
+            oom_group = None if group is None else bool(group)
+        peak = self._value("memory.peak", parse_int) if not self.is_root else None
+        swap = self._slow_value("memory.swap.current", parse_int, slow)
+        pressure = self._slow_value("memory.pressure", parse_pressure, slow)
+        return Cgroup(
+            path=self.path,
+            usage_bytes=usage,
+            limit_bytes=limit,  # type: ignore[arg-type]
+            high_bytes=high,  # type: ignore[arg-type]
+            peak_bytes=peak,  # type: ignore[arg-type]
+            failcnt=events.get("max") if events else None,
+            anon_bytes=stat.get("anon", 0),
+            file_bytes=stat.get("file", 0),
+            inactive_file_bytes=stat.get("inactive_file", 0),
+            shmem_bytes=stat.get("shmem", 0),
+            swap_bytes=swap,  # type: ignore[arg-type]
+            swap_limit_bytes=swap_limit,  # type: ignore[arg-type]
+            oom_events=events.get("oom", 0),
+            oom_kills=events.get("oom_kill", 0),
+            oom_kills_local=local.get("oom_kill") if local else None,
+            oom_group=oom_group,
+            under_oom=False,
+            pressure=pressure,  # type: ignore[arg-type]
+            pids=pids,
+            identity=self.identity,
+        )
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            if handle:
+                handle.close()
+        self._files.clear()
+
+
+class PidFilter:
+    """Drops pids the collector knows are kernel threads, so they never reach a Sample."""
+
+    def __init__(self) -> None:
+        self.kernel_threads: set[int] = set()
+
+    def __call__(self, pids: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.kernel_threads:
+            return pids
+        kernel = self.kernel_threads
+        return tuple(pid for pid in pids if pid not in kernel)

@@ -1,0 +1,190 @@
+"""The values that cross every boundary in oomtop.
+
+A :class:`Sample` is one immutable picture of the node: its memory cgroups, its tasks and who they belong to.
+The collector builds Samples, the ranking model derives predictions from them, and every consumer (the
+``--once`` printer, the UI, the recorder) only ever reads them.  Frozen, slotted dataclasses keep them cheap
+to build thousands of times a second and impossible to change by accident after they are handed out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class QosClass(str, Enum):
+    """Kubernetes QoS class, as kubelet encodes it in the cgroup path."""
+
+    GUARANTEED = "Guaranteed"
+    BURSTABLE = "Burstable"
+    BEST_EFFORT = "BestEffort"
+
+
+class CgroupKind(str, Enum):
+    """What a cgroup is for, so consumers can group the node's cgroups without re-parsing paths."""
+
+    ROOT = "root"
+    KUBEPODS = "kubepods"  # the kubepods(.slice) cgroup itself
+    QOS = "qos"  # kubepods/burstable, kubepods-besteffort.slice
+    POD = "pod"
+    CONTAINER = "container"  # an application container of a pod
+    SANDBOX = "sandbox"  # a pod's pause/infra container
+    CONMON = "conmon"  # CRI-O's per-container monitor scope
+    SYSTEM = "system"  # systemd slices and services
+    DOCKER = "docker"  # a Docker container outside Kubernetes
+    PLAIN = "plain"  # any other cgroup
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """A pod as the node knows it: the uid is always there, names only when node-local metadata had them."""
+
+    uid: str
+    qos: QosClass
+    name: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """A container of a pod (or a Docker container); ``name`` is None when no metadata named it."""
+
+    id: str
+    runtime: str | None  # "containerd", "cri-o", "docker", or None when the leaf name does not tell
+    name: str | None = None
+    is_sandbox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a cgroup belongs to, derived from its path and the node's metadata."""
+
+    kind: CgroupKind
+    qos: QosClass | None = None
+    pod: PodRef | None = None
+    container: ContainerRef | None = None
+    label: str = ""  # a short human name: pod name, container name, unit name or the last path element
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """PSI memory pressure of a cgroup (v2 ``memory.pressure``): share of wall time stalled on memory."""
+
+    some_avg10: float
+    some_avg60: float
+    some_avg300: float
+    some_total_us: int
+    full_avg10: float
+    full_avg60: float
+    full_avg300: float
+    full_total_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroup:
+    """One memory cgroup's figures at one instant.
+
+    ``limit_bytes`` is None when the cgroup has no limit of its own (v1's page-aligned LONG_MAX, v2's "max"),
+    so no consumer ever shows a giant number or divides by it.  ``swap_limit_bytes`` is the swap the cgroup
+    may use on top of its memory limit (v2 ``memory.swap.max``; v1 ``memsw.limit - limit``), None when
+    unlimited or unknown; the kernel adds it (capped by the node's swap) to the OOM domain size.
+    """
+
+    path: str  # "/" for the root, else "/kubepods/burstable/pod.../<id>", relative to the memory hierarchy
+    usage_bytes: int
+    limit_bytes: int | None
+    high_bytes: int | None
+    peak_bytes: int | None
+    failcnt: int | None  # v1 memory.failcnt, v2 memory.events "max"
+    anon_bytes: int
+    file_bytes: int
+    inactive_file_bytes: int
+    shmem_bytes: int
+    swap_bytes: int | None
+    swap_limit_bytes: int | None
+    oom_events: int  # v2 memory.events "oom"; v1 has no such counter (0)
+    oom_kills: int  # v1 memory.oom_control oom_kill, v2 memory.events oom_kill (both hierarchical)
+    oom_kills_local: int | None  # v2 memory.events.local oom_kill: kills in this cgroup itself
+    oom_group: bool | None  # v2 memory.oom.group; None on v1, where it does not exist
+    under_oom: bool  # v1 memory.oom_control under_oom (only with oom_kill_disable)
+    pressure: Pressure | None
+    pids: tuple[int, ...]  # processes directly in this cgroup, in the order the kernel lists them
+    identity: Identity
+
+    @property
+    def working_set_bytes(self) -> int:
+        """What kubelet evicts on and ``kubectl top`` shows: usage minus inactive file cache, floored at 0."""
+        return max(0, self.usage_bytes - self.inactive_file_bytes)
+
+    @property
+    def parent_path(self) -> str | None:
+        if self.path == "/":
+            return None
+        head = self.path.rsplit("/", 1)[0]
+        return head or "/"
+
+    @property
+    def name(self) -> str:
+        return "/" if self.path == "/" else self.path.rsplit("/", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One process (thread-group leader) with the inputs of the kernel's ``oom_badness``.
+
+    ``start_ticks`` (field 22 of /proc/<pid>/stat) together with ``pid`` is the task's key: a reused pid
+    gets a new start time, so two processes are never mixed.
+    """
+
+    pid: int
+    start_ticks: int
+    comm: str
+    cmdline: str
+    uid: int
+    cgroup: str  # memory cgroup path, same form as Cgroup.path
+    rss_anon_bytes: int
+    rss_file_bytes: int
+    rss_shmem_bytes: int
+    swap_bytes: int
+    pgtables_bytes: int
+    oom_score: int | None  # the kernel's /proc/<pid>/oom_score (global), None when unreadable
+    oom_score_adj: int
+    has_memory: bool = True  # False for tasks without an mm of their own (exiting, zombie): never picked
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.pid, self.start_ticks)
+
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """Facts about the node that the model needs (page size, RAM and swap for the global OOM domain)."""
+
+    hostname: str
+    kernel_release: str
+    cgroup_version: int  # the hierarchy that holds the memory controller: 1 or 2 (0: none found)
+    cgroup_layout: str  # "v1", "v2", "hybrid" or "none"
+    mem_total_bytes: int
+    mem_available_bytes: int
+    swap_total_bytes: int
+    swap_free_bytes: int
+    page_size: int
+    clock_ticks: int
+    boot_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The whole node at one instant.  ``warnings`` says what could not be read (no root, missing files)."""
+
+    time: float  # wall clock, seconds since the epoch
+    monotonic: float
+    node: NodeInfo
+    cgroups: tuple[Cgroup, ...]  # parents before children
+    tasks: tuple[Task, ...]
+    warnings: tuple[str, ...] = field(default=())
+    seq: int = 0

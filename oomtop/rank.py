@@ -1,0 +1,274 @@
+"""The kernel's OOM victim choice, modelled as pure functions of a Sample (mm/oom_kill.c, mm/memcontrol.c).
+
+``/proc/<pid>/oom_score`` ranks tasks for a node-wide OOM only.  When a container hits its limit the kernel
+scores every process of that cgroup *and its descendants* against the cgroup's own size, where
+``oom_score_adj`` weighs far more; these functions redo that arithmetic exactly, in C integer semantics, so
+the predicted victim is the one the kernel will pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from oomtop.model import Cgroup, QosClass, Sample, Task
+
+OOM_SCORE_ADJ_MIN = -1000
+OOM_SCORE_ADJ_MAX = 1000
+
+KUBELET_GUARANTEED_ADJ = -997
+KUBELET_SANDBOX_ADJ = -998
+KUBELET_BESTEFFORT_ADJ = 1000
+KUBELET_BURSTABLE_MIN_ADJ = 3  # 2 on kubelets before 1.26 (pkg/kubelet/qos/policy.go)
+KUBELET_BURSTABLE_MAX_ADJ = 999
+
+
+def c_div(numerator: int, denominator: int) -> int:
+    """Integer division that truncates toward zero, as C's ``/`` does (Python's ``//`` floors)."""
+    quotient = abs(numerator) // abs(denominator)
+    return quotient if (numerator >= 0) == (denominator > 0) else -quotient
+
+
+def badness_points(task: Task, totalpages: int, page_size: int) -> int | None:
+    """``oom_badness()``: pages the task would free plus its adj bias; None when the kernel never picks it.
+
+    points = rss + swap entries + page-table pages, then ``adj * (totalpages / 1000)`` is added.
+    """
+    if task.oom_score_adj == OOM_SCORE_ADJ_MIN or not task.has_memory or task.pid == 1:
+        return None
+    points = (task.rss_bytes + task.swap_bytes) // page_size + task.pgtables_bytes // page_size
+    return points + task.oom_score_adj * (totalpages // 1000)
+
+
+def normalised_score(points: int, totalpages: int) -> int:
+    """The score the kernel logs ("score N") and oomtop shows: points * 1000 / totalpages of the OOM domain."""
+    return c_div(points * 1000, totalpages) if totalpages > 0 else 0
+
+
+def proc_oom_score(points: int | None, totalpages: int) -> int:
+    """What /proc/<pid>/oom_score reads on kernels 5.9+ (0..2000), from badness against the global domain."""
+    if points is None or totalpages <= 0:
+        return 0
+    return c_div((1000 + c_div(points * 1000, totalpages)) * 2, 3)
+
+
+def memcg_totalpages(cgroup: Cgroup, node_swap_total_bytes: int, page_size: int) -> int | None:
+    """``mem_cgroup_get_max()``: the cgroup's own limit plus the swap it may use, capped by the node's swap."""
+    if cgroup.limit_bytes is None:
+        return None
+    swap = 0
+    if cgroup.swap_limit_bytes is not None:
+        swap = min(cgroup.swap_limit_bytes, node_swap_total_bytes)
+    elif node_swap_total_bytes:
+        swap = node_swap_total_bytes  # unlimited swap allowance: capped by what the node has
+    return cgroup.limit_bytes // page_size + swap // page_size
+
+
+def global_totalpages(sample: Sample) -> int:
+    """The node's OOM domain: RAM plus swap, in pages (``totalram_pages() + total_swap_pages``)."""
+    node = sample.node
+    return node.mem_total_bytes // node.page_size + node.swap_total_bytes // node.page_size
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A task as the kernel's scan sees it for one OOM domain."""
+
+    task: Task
+    points: int
+    score: int  # points * 1000 / totalpages of this domain
+
+
+@dataclass(frozen=True, slots=True)
+class DomainVerdict:
+    """What the kernel would do if this domain (a limited cgroup, or the node) ran out now."""
+
+    domain: str  # cgroup path, or "" for the node-wide (global) OOM
+    totalpages: int
+    candidates: tuple[Candidate, ...]  # highest score first
+    victim: Task | None  # None when nothing is killable (the kernel then reports no eligible task)
+    group_path: str | None  # the memory.oom.group cgroup whose every task dies with the victim
+    group_victims: tuple[Task, ...]  # everything killed: the victim alone, or the whole oom.group
+
+
+def choose(candidates: Sequence[Candidate]) -> Candidate | None:
+    """``oom_evaluate_task()`` keeps the first task with ``points >= chosen``: on a tie the later one wins."""
+    chosen: Candidate | None = None
+    for candidate in candidates:
+        if chosen is None or candidate.points >= chosen.points:
+            chosen = candidate
+    return chosen
+
+
+def score_tasks(tasks: Sequence[Task], totalpages: int, page_size: int) -> list[Candidate]:
+    """Every eligible task with its points and normalised score, in the kernel's scan order."""
+    candidates = []
+    for task in tasks:
+        points = badness_points(task, totalpages, page_size)
+        if points is not None:
+            candidates.append(Candidate(task, points, normalised_score(points, totalpages)))
+    return candidates
+
+
+def oom_group_root(victim_cgroup: str, domain: str, oom_group: Mapping[str, bool]) -> str | None:
+    """``mem_cgroup_get_oom_group()``: the highest cgroup from the victim's up to the domain with oom.group set.
+
+    For a global OOM (domain "/") the walk goes up to the root; a victim in the root cgroup has no group.
+    """
+    if domain == "/" and victim_cgroup == "/":
+        return None
+    found = None
+    path = victim_cgroup
+    while True:
+        if oom_group.get(path):
+            found = path
+        if path == domain or path == "/":
+            return found
+        path = path.rsplit("/", 1)[0] or "/"
+
+
+def is_under(path: str, ancestor: str) -> bool:
+    """True when ``path`` is ``ancestor`` or one of its descendants."""
+    return ancestor == "/" or path == ancestor or path.startswith(ancestor + "/")
+
+
+class SampleIndex:
+    """The subtree order and task lists of a Sample, computed once so every domain's verdict is cheap."""
+
+    def __init__(self, sample: Sample) -> None:
+        self.sample = sample
+        self.cgroups = {cgroup.path: cgroup for cgroup in sample.cgroups}
+        tasks_by_cgroup: dict[str, list[Task]] = {}
+        for task in sample.tasks:
+            tasks_by_cgroup.setdefault(task.cgroup, []).append(task)
+        children: dict[str, list[str]] = {}
+        for cgroup in sample.cgroups:
+            parent = cgroup.parent_path
+            if parent is not None:
+                children.setdefault(parent, []).append(cgroup.path)
+        # Tasks whose cgroup is missing from the tree (it vanished mid-read) still belong to their ancestors.
+        for path in tasks_by_cgroup:
+            if path not in self.cgroups:
+                parent = path.rsplit("/", 1)[0] or "/"
+                children.setdefault(parent, []).append(path)
+        self.children = children
+        self.tasks_by_cgroup = tasks_by_cgroup
+        self.oom_group = {c.path: bool(c.oom_group) for c in sample.cgroups}
+
+    def subtree_tasks(self, path: str) -> list[Task]:
+        """Tasks of a cgroup and its descendants, in the pre-order walk ``mem_cgroup_scan_tasks()`` makes."""
+        ordered: list[Task] = []
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            ordered.extend(self.tasks_by_cgroup.get(current, ()))
+            stack.extend(reversed(self.children.get(current, ())))
+        return ordered
+
+
+def verdict(index: SampleIndex, domain: str) -> DomainVerdict | None:
+    """The kernel's choice for an OOM in ``domain`` (a cgroup path), or None when it has no limit."""
+    sample = index.sample
+    cgroup = index.cgroups.get(domain)
+    if cgroup is None:
+        return None
+    totalpages = memcg_totalpages(cgroup, sample.node.swap_total_bytes, sample.node.page_size)
+    if totalpages is None:
+        return None
+    return _verdict_over(index, domain, index.subtree_tasks(domain), totalpages)
+
+
+def global_verdict(index: SampleIndex) -> DomainVerdict:
+    """The kernel's choice for a node-wide OOM: every process, scored against RAM + swap."""
+    sample = index.sample
+    ordered = sorted(sample.tasks, key=lambda task: (task.start_ticks, task.pid))
+    return _verdict_over(index, "", ordered, global_totalpages(sample))
+
+
+def _verdict_over(index: SampleIndex, domain: str, tasks: Sequence[Task], totalpages: int) -> DomainVerdict:
+    page_size = index.sample.node.page_size
+    candidates = score_tasks(tasks, totalpages, page_size)
+    chosen = choose(candidates)
+    ranked = tuple(sorted(candidates, key=lambda c: c.points, reverse=True))
+    if chosen is None:
+        return DomainVerdict(domain, totalpages, ranked, None, None, ())
+    victim = chosen.task
+    group_path = None
+    if index.sample.node.cgroup_version == 2:
+        group_path = oom_group_root(victim.cgroup, domain or "/", index.oom_group)
+    if group_path is None:
+        return DomainVerdict(domain, totalpages, ranked, victim, None, (victim,))
+    members = tuple(
+        task
+        for task in index.subtree_tasks(group_path)
+        if task.oom_score_adj != OOM_SCORE_ADJ_MIN and task.pid != 1 and task.has_memory
+    )
+    return DomainVerdict(domain, totalpages, ranked, victim, group_path, members)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Every limited cgroup's verdict plus the node's, derived once per Sample."""
+
+    by_domain: Mapping[str, DomainVerdict]
+    node: DomainVerdict
+    memcg_score: Mapping[tuple[int, int], int]  # task key -> score against its nearest limited ancestor
+    nearest_limit: Mapping[str, str]  # cgroup path -> nearest ancestor-or-self with a limit
+
+
+def predict(sample: Sample) -> Prediction:
+    """Verdicts for every cgroup with a limit and for the node, plus each task's memcg-relative score."""
+    index = SampleIndex(sample)
+    by_domain: dict[str, DomainVerdict] = {}
+    for cgroup in sample.cgroups:
+        if cgroup.limit_bytes is not None:
+            result = verdict(index, cgroup.path)
+            if result is not None:
+                by_domain[cgroup.path] = result
+    nearest: dict[str, str] = {}
+    for cgroup in sample.cgroups:  # parents come before children
+        if cgroup.limit_bytes is not None:
+            nearest[cgroup.path] = cgroup.path
+        elif cgroup.parent_path in nearest:
+            nearest[cgroup.path] = nearest[cgroup.parent_path]  # type: ignore[index]
+    memcg_score: dict[tuple[int, int], int] = {}
+    for task in sample.tasks:
+        domain = nearest.get(task.cgroup)
+        if domain is None:
+            continue
+        cgroup = index.cgroups[domain]
+        totalpages = memcg_totalpages(cgroup, sample.node.swap_total_bytes, sample.node.page_size)
+        points = badness_points(task, totalpages or 0, sample.node.page_size)
+        if points is not None and totalpages:
+            memcg_score[task.key] = normalised_score(points, totalpages)
+    return Prediction(by_domain, global_verdict(index), memcg_score, nearest)
+
+
+def expected_kubelet_adj(qos: QosClass, memory_request_bytes: int | None, capacity_bytes: int) -> int:
+    """kubelet's ``GetContainerOOMScoreAdjust``: the adj a container of this QoS class should carry."""
+    if qos is QosClass.GUARANTEED:
+        return KUBELET_GUARANTEED_ADJ
+    if qos is QosClass.BEST_EFFORT:
+        return KUBELET_BESTEFFORT_ADJ
+    request = memory_request_bytes or 0
+    adj = 1000 - c_div(1000 * request, capacity_bytes) if capacity_bytes > 0 else KUBELET_BURSTABLE_MAX_ADJ
+    return min(max(adj, KUBELET_BURSTABLE_MIN_ADJ), KUBELET_BURSTABLE_MAX_ADJ)
+
+
+def implied_request_range(adj: int, capacity_bytes: int) -> tuple[int, int] | None:
+    """The memory requests (bytes, inclusive) that make kubelet give a Burstable container this adj.
+
+    Inverts ``1000 - 1000 * request / capacity``; None when the adj is outside the Burstable range, and the
+    clamped ends (3 and 999) stand for every request beyond them.
+    """
+    if not KUBELET_BURSTABLE_MIN_ADJ <= adj <= KUBELET_BURSTABLE_MAX_ADJ or capacity_bytes <= 0:
+        return None
+    # 1000*request // capacity == 1000 - adj  <=>  (1000-adj)*cap <= 1000*req < (1001-adj)*cap
+    low_quotient = 1000 - adj
+    low = -(-low_quotient * capacity_bytes // 1000)
+    high = -(-(low_quotient + 1) * capacity_bytes // 1000) - 1
+    if adj == KUBELET_BURSTABLE_MIN_ADJ:
+        high = capacity_bytes
+    if adj == KUBELET_BURSTABLE_MAX_ADJ:
+        low = 0
+    return (low, high)
