@@ -167,6 +167,8 @@ class CgroupReader:
         self._files: dict[str, KeptFile | None] = {}
         self._raw: dict[str, bytes] = {}
         self._parsed: dict[str, object] = {}
+        self._dirty = False
+        self.active = True
         self.last: Cgroup | None = None
 
     def _read(self, name: str) -> bytes | None:
@@ -192,59 +194,74 @@ class CgroupReader:
     def _changed(self, name: str) -> tuple[bool, bytes | None]:
         raw = self._read(name)
         if raw is None:
-            return (name in self._raw and self._raw.pop(name) is not None, None)
+            gone = self._raw.pop(name, None) is not None
+            self._dirty |= gone
+            return (gone, None)
         if self._raw.get(name) == raw:
             return (False, raw)
         self._raw[name] = raw
+        self._dirty = True
         return (True, raw)
 
-    def _keyed(self, name: str) -> dict[str, int]:
-        changed, raw = self._changed(name)
-        if changed or name not in self._parsed:
-            self._parsed[name] = parse_flat_keyed(raw) if raw is not None else {}
+    def _keyed(self, name: str, now: bool = True) -> dict[str, int]:
+        """A ``key value`` file, re-read when ``now`` (else the last parse), re-parsed only on new bytes."""
+        if now or name not in self._parsed:
+            changed, raw = self._changed(name)
+            if changed or name not in self._parsed:
+                self._parsed[name] = parse_flat_keyed(raw) if raw is not None else {}
         return self._parsed[name]  # type: ignore[return-value]
 
-    def _value(self, name: str, parse) -> object:  # type: ignore[no-untyped-def]
-        changed, raw = self._changed(name)
-        if changed or name not in self._parsed:
-            self._parsed[name] = parse(raw) if raw is not None else None
+    def _value(self, name: str, parse, now: bool = True) -> object:  # type: ignore[no-untyped-def]
+        """A one-value file, re-read when ``now`` (else the last parse), re-parsed only on new bytes."""
+        if now or name not in self._parsed:
+            changed, raw = self._changed(name)
+            if changed or name not in self._parsed:
+                self._parsed[name] = parse(raw) if raw is not None else None
         return self._parsed[name]
 
-    def read(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
-        """This cgroup's figures now; ``slow`` also re-reads the files that rarely change."""
+    def read(self, slow: bool, pid_filter: PidFilter) -> Cgroup:
+        """This cgroup's figures now.
+
+        Every tick reads the member list, the usage and the OOM counters; memory.stat only when the usage
+        moved; limits, failcnt, swap, oom.group and PSI on the slow tick.  ``self.active`` tells the collector
+        whether anything changed, so it can skip re-reading the processes of a quiet cgroup.
+        """
+        self._dirty = False
+        slow = slow or self.last is None
         if self.hierarchy.version == 1:
             cgroup = self._read_v1(slow, pid_filter)
         else:
             cgroup = self._read_v2(slow, pid_filter)
-        if cgroup == self.last:
+        self.active = self._dirty
+        if cgroup is None:
             return self.last  # type: ignore[return-value]
         self.last = cgroup
         return cgroup
 
-    def _pids(self, pid_filter: "PidFilter") -> tuple[int, ...]:
+    def _pids(self, pid_filter: PidFilter) -> tuple[int, ...]:
         pids = self._value("cgroup.procs", parse_pids)
         return pid_filter(pids if isinstance(pids, tuple) else ())
 
-    def _slow_value(self, name: str, parse, slow: bool) -> object:  # type: ignore[no-untyped-def]
-        if slow or name not in self._parsed:
-            return self._value(name, parse)
-        return self._parsed[name]
+    def _peak_due(self, slow: bool, usage: int) -> bool:
+        last = self.last
+        return slow or last is None or last.peak_bytes is None or usage > last.peak_bytes
 
-    def _read_v1(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
+    def _read_v1(self, slow: bool, pid_filter: PidFilter) -> Cgroup | None:
         pids = self._pids(pid_filter)
         usage = self._value("memory.usage_in_bytes", parse_int)
         if usage is None:
             raise CgroupGone(self.path)
-        stat = self._keyed("memory.stat")
+        stat = self._keyed("memory.stat", now=self._dirty or slow)
         oom_control = self._keyed("memory.oom_control")
-        limit = None if self.is_root else self._value("memory.limit_in_bytes", parse_v1_limit)
-        peak = self._value("memory.max_usage_in_bytes", parse_int)
-        failcnt = self._value("memory.failcnt", parse_int)
-        memsw = self._slow_value("memory.memsw.limit_in_bytes", parse_v1_limit, slow)
+        limit = None if self.is_root else self._value("memory.limit_in_bytes", parse_v1_limit, slow)
+        peak = self._value("memory.max_usage_in_bytes", parse_int, self._peak_due(slow, usage))  # type: ignore[arg-type]
+        failcnt = self._value("memory.failcnt", parse_int, slow)
+        memsw = self._value("memory.memsw.limit_in_bytes", parse_v1_limit, slow)
+        if not self._dirty and self.last is not None:
+            return None
         swap_limit = None
         if memsw is not None and limit is not None:
             swap_limit = max(0, memsw - limit)  # type: ignore[operator]
-        swap = stat.get("total_swap") if "total_swap" in stat else None
         return Cgroup(
             path=self.path,
             usage_bytes=usage,  # type: ignore[arg-type]
@@ -256,7 +273,7 @@ class CgroupReader:
             file_bytes=stat.get("total_cache", 0),
             inactive_file_bytes=stat.get("total_inactive_file", 0),
             shmem_bytes=stat.get("total_shmem", 0),
-            swap_bytes=swap,
+            swap_bytes=stat.get("total_swap"),
             swap_limit_bytes=swap_limit,
             oom_events=0,
             oom_kills=oom_control.get("oom_kill", 0),
@@ -268,35 +285,35 @@ class CgroupReader:
             identity=self.identity,
         )
 
-    def _read_v2(self, slow: bool, pid_filter: "PidFilter") -> Cgroup:
+    def _read_v2(self, slow: bool, pid_filter: PidFilter) -> Cgroup | None:
         pids = self._pids(pid_filter)
-        stat = self._keyed("memory.stat")
+        current = self._value("memory.current", parse_int)  # exists on the root only on newer kernels
+        if current is None and not self.is_root:
+            raise CgroupGone(self.path)
+        stat = self._keyed("memory.stat", now=self._dirty or slow)
         if self.is_root:
-            usage = stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
-            current = self._value("memory.current", parse_int)  # exists on the root since 6.x
-            if isinstance(current, int):
-                usage = current
+            usage = current if isinstance(current, int) else stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
             limit = high = swap_limit = None
             events: dict[str, int] = {}
             local: dict[str, int] = {}
             oom_group = None
+            peak = None
         else:
-            current = self._value("memory.current", parse_int)
-            if current is None:
-                raise CgroupGone(self.path)
             usage = current  # type: ignore[assignment]
-            limit = self._value("memory.max", parse_v2_limit)
-            high = self._value("memory.high", parse_v2_limit)
             events = self._keyed("memory.events")
-            local = self._keyed("memory.events.local") if slow or "memory.events.local" not in self._parsed else self._parsed["memory.events.local"]  # type: ignore[assignment]
-            swap_limit = self._slow_value("memory.swap.max", parse_v2_limit, slow)
-            if swap_limit is None and self._raw.get("memory.swap.max") is None:
+            local = self._keyed("memory.events.local", slow)
+            limit = self._value("memory.max", parse_v2_limit, slow)
+            high = self._value("memory.high", parse_v2_limit, slow)
+            swap_limit = self._value("memory.swap.max", parse_v2_limit, slow)
+            if swap_limit is None and "memory.swap.max" not in self._raw:
                 swap_limit = 0  # no swap controller: the cgroup may not swap at all
-            group = self._slow_value("memory.oom.group", parse_int, slow)
+            group = self._value("memory.oom.group", parse_int, slow)
             oom_group = None if group is None else bool(group)
-        peak = self._value("memory.peak", parse_int) if not self.is_root else None
-        swap = self._slow_value("memory.swap.current", parse_int, slow)
-        pressure = self._slow_value("memory.pressure", parse_pressure, slow)
+            peak = self._value("memory.peak", parse_int, self._peak_due(slow, usage))
+        swap = self._value("memory.swap.current", parse_int, slow)
+        pressure = self._value("memory.pressure", parse_pressure, slow)
+        if not self._dirty and self.last is not None:
+            return None
         return Cgroup(
             path=self.path,
             usage_bytes=usage,

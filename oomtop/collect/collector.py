@@ -45,6 +45,7 @@ class PollStats:
     cgroups: int = 0
     tasks: int = 0
     new_tasks: int = 0
+    task_reads: int = 0  # processes whose statm was re-read (the others sat in quiet cgroups)
     rescans: int = 0
     slow: bool = False
 
@@ -196,6 +197,8 @@ class Collector:
             identity = identify(path, self._names)
             if identity != reader.identity:
                 reader.identity = identity
+                if reader.last is not None:
+                    reader.last = replace(reader.last, identity=identity)
             self._want_names(identity)
 
     # ---------------------------------------------------------------------------------------------- polls
@@ -211,6 +214,7 @@ class Collector:
         warnings = list(self._static_warnings)
         cgroups = []
         membership: dict[int, str] = {}
+        quiet: set[str] = set()  # cgroups where nothing moved: their processes are not re-read this tick
         if self.hierarchy is not None:
             if self._inotify is None:
                 if slow:
@@ -228,6 +232,8 @@ class Collector:
                     gone.append(path)
                     continue
                 cgroups.append(cgroup)
+                if not reader.active:
+                    quiet.add(path)
                 for pid in cgroup.pids:
                     membership[pid] = path
             for path in gone:
@@ -235,7 +241,7 @@ class Collector:
         else:
             membership = {pid: "/" for pid in list_pids(self.config.procfs_root)}
         known_kernel_threads = len(self._kernel_threads)
-        tasks = self._read_tasks(membership, slow, stats)
+        tasks = self._read_tasks(membership, quiet, slow, stats)
         if len(self._kernel_threads) > known_kernel_threads:  # first sight of kernel threads: unlist them
             cgroups = [self._without_kernel_threads(cgroup) for cgroup in cgroups]
         stats.cgroups = len(cgroups)
@@ -259,13 +265,21 @@ class Collector:
         self._cgroups[cgroup.path].last = cgroup
         return cgroup
 
-    def _read_tasks(self, membership: dict[int, str], slow: bool, stats: PollStats) -> list[Task]:
+    def _read_tasks(self, membership: dict[int, str], quiet: set[str], slow: bool, stats: PollStats) -> list[Task]:
+        """Tasks of every listed pid.  In a quiet cgroup (same members, same usage and stats as last tick) a
+        process's memory cannot have moved by more than the kernel's per-cpu charge batch, so its last Task
+        is reused until the slow tick re-reads everything."""
         tasks: list[Task] = []
         known = self._tasks
         config = self.config
         for pid, cgroup_path in membership.items():
             reader = known.get(pid)
             if reader is not None:
+                last = reader.last
+                if not slow and cgroup_path in quiet and last is not None and last.cgroup == cgroup_path:
+                    tasks.append(last)
+                    continue
+                stats.task_reads += 1
                 try:
                     tasks.append(reader.read(cgroup_path, slow))
                     continue
