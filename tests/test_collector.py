@@ -226,3 +226,53 @@ def test_empty_crio_sandbox_and_systemd_driver(tmp_path: Path) -> None:
     assert crio.identity.container.runtime == "cri-o"
     assert crio.identity.pod is not None and crio.identity.pod.uid == POD
     assert cgroups["/system.slice/kubelet.service"].identity.kind is CgroupKind.SYSTEM
+
+
+def test_unreadable_files_are_reported_not_raised(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run the collector as an unprivileged user (root reads files whatever their mode)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="oomtop-nonroot-"))
+    try:
+        os.chmod(base, 0o755)
+        host = kube_host(base, "v1")
+        os.chmod(host.cgroup_dir(f"/kubepods/burstable/pod{POD}/{CTR}") / "memory.stat", 0)
+        os.chmod(host.proc / "102/stat", 0)
+        code = (
+            "import json, sys\n"
+            "from oomtop.collect.collector import Collector, CollectorConfig\n"
+            "c = Collector(CollectorConfig(cgroup_root=sys.argv[1], procfs_root=sys.argv[2], host_root=sys.argv[3]))\n"
+            "s = c.sample()\n"
+            "print(json.dumps({'warnings': list(s.warnings), 'pids': sorted(t.pid for t in s.tasks)}))\n"
+        )
+        repo = str(Path(__file__).resolve().parent.parent)
+        demote = None
+        if os.geteuid() == 0:
+            def demote() -> None:  # noqa: E306
+                os.setgid(65534)
+                os.setuid(65534)
+        # The collector needs only the standard library, so any Python the unprivileged user may run will do.
+        result = None
+        for python in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+            try:
+                result = subprocess.run(
+                    [python, "-c", code, str(host.cgroup_root), str(host.proc), str(host.root)],
+                    capture_output=True, text=True, preexec_fn=demote, check=False,
+                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": repo},
+                )
+                break
+            except (PermissionError, FileNotFoundError):
+                continue
+        assert result is not None, "no Python interpreter the unprivileged user may run"
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert any("permission denied" in warning for warning in outcome["warnings"]), outcome
+        assert outcome["pids"] == [101]
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

@@ -169,6 +169,7 @@ class CgroupReader:
         self._parsed: dict[str, object] = {}
         self._dirty = False
         self.active = True
+        self.denied: set[str] = set()  # files this process may not read
         self.last: Cgroup | None = None
 
     def _read(self, name: str) -> bytes | None:
@@ -188,6 +189,7 @@ class CgroupReader:
         except (ProcessLookupError, OSError) as error:
             if isinstance(error, PermissionError):
                 self._files[name] = None
+                self.denied.add(name)
                 return None
             raise CgroupGone(self.path) from error
 

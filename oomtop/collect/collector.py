@@ -45,6 +45,7 @@ class PollStats:
     cgroups: int = 0
     tasks: int = 0
     new_tasks: int = 0
+    denied_tasks: int = 0  # listed in a cgroup but not readable in procfs (permissions, hidepid)
     task_reads: int = 0  # processes whose statm was re-read (the others sat in quiet cgroups)
     rescans: int = 0
     slow: bool = False
@@ -244,6 +245,14 @@ class Collector:
         tasks = self._read_tasks(membership, quiet, slow, stats)
         if len(self._kernel_threads) > known_kernel_threads:  # first sight of kernel threads: unlist them
             cgroups = [self._without_kernel_threads(cgroup) for cgroup in cgroups]
+        if stats.denied_tasks:
+            warnings.append(
+                f"{stats.denied_tasks} processes could not be read from {self.config.procfs_root} "
+                "(permission denied; run as root to see them)"
+            )
+        denied_files = sorted({name for reader in self._cgroups.values() for name in reader.denied})
+        if denied_files:
+            warnings.append("permission denied reading " + ", ".join(denied_files) + " of some cgroups")
         stats.cgroups = len(cgroups)
         stats.tasks = len(tasks)
         self._seq += 1
@@ -288,7 +297,9 @@ class Collector:
                     del known[pid]  # exited; if the pid is listed again it is a new process
             try:
                 reader = TaskReader(config.procfs_root, pid, self._budget, config.cmdline_limit, config.redact_cmdline)
-            except TaskGone:
+            except TaskGone as gone:
+                if isinstance(gone.__cause__, PermissionError):
+                    stats.denied_tasks += 1
                 continue
             stats.new_tasks += 1
             if reader.is_kernel_thread:
