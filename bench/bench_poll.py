@@ -288,10 +288,26 @@ def paced(fn, rounds: int, hz: float) -> list[float]:
     return out
 
 
+def kernel_threads() -> frozenset[bytes]:
+    """Pids of kernel threads (PF_KTHREAD): listed by the root's cgroup.procs, but a poll reads no files of theirs."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = read_file(f"/proc/{name}/stat")
+                flags = int(stat[stat.rindex(b")") + 2:].split()[6])
+            except (OSError, ValueError, IndexError):
+                continue
+            if flags & 0x00200000:
+                out.add(name.encode())
+    return frozenset(out)
+
+
 class FloorOpenRead:
     """Floor (i): open+read+close of the poll's files every round; tasks are what cgroup.procs lists."""
 
-    def __init__(self, cgdirs: list[str]) -> None:
+    def __init__(self, cgdirs: list[str], kthreads: frozenset[bytes]) -> None:
+        self.kthreads = kthreads
         self.files = [
             tuple(os.fsencode(os.path.join(d, n)) for n in
                   ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control"))
@@ -300,7 +316,7 @@ class FloorOpenRead:
         self.tasks = 0
 
     def __call__(self) -> None:
-        o, r, c, RD = os.open, os.read, os.close, os.O_RDONLY
+        o, r, c, RD, kt = os.open, os.read, os.close, os.O_RDONLY, self.kthreads
         n = 0
         for procs, usage, stat, oom in self.files:
             try:
@@ -311,6 +327,8 @@ class FloorOpenRead:
             except OSError:
                 continue
             for p in data.split():
+                if p in kt:
+                    continue
                 try:
                     fd = o(b"/proc/" + p + b"/statm", RD)
                 except OSError:
@@ -327,7 +345,8 @@ class FloorOpenRead:
 class FloorPread:
     """Floor (ii): the same reads on descriptors kept open, ``os.pread(fd, 65536, 0)``."""
 
-    def __init__(self, cgdirs: list[str]) -> None:
+    def __init__(self, cgdirs: list[str], kthreads: frozenset[bytes]) -> None:
+        self.kthreads = kthreads
         self.cg = []
         for d in cgdirs:
             try:
@@ -340,7 +359,7 @@ class FloorPread:
         self.tasks = 0
 
     def __call__(self) -> None:
-        pread, o, c, RD = os.pread, os.open, os.close, os.O_RDONLY | os.O_CLOEXEC
+        pread, o, c, RD, kt = os.pread, os.open, os.close, os.O_RDONLY | os.O_CLOEXEC, self.kthreads
         kept = self.task_fds
         seen = set()
         for procs, usage, stat, oom in self.cg:
@@ -352,6 +371,8 @@ class FloorPread:
             except OSError:
                 continue
             for p in data.split():
+                if p in kt:
+                    continue
                 fd = kept.get(p)
                 if fd is None:
                     try:
@@ -381,7 +402,8 @@ class FloorFullSweep:
     """Full-sweep floor, open+read+close: per task status, oom_score, oom_score_adj, statm; per cgroup
     cgroup.procs, memory.usage_in_bytes, memory.stat, memory.oom_control, memory.limit_in_bytes."""
 
-    def __init__(self, cgdirs: list[str]) -> None:
+    def __init__(self, cgdirs: list[str], kthreads: frozenset[bytes]) -> None:
+        self.kthreads = kthreads
         self.files = [
             tuple(os.fsencode(os.path.join(d, n)) for n in
                   ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control",
@@ -391,7 +413,7 @@ class FloorFullSweep:
         self.tasks = 0
 
     def __call__(self) -> None:
-        o, r, c, RD = os.open, os.read, os.close, os.O_RDONLY
+        o, r, c, RD, kt = os.open, os.read, os.close, os.O_RDONLY, self.kthreads
         n = 0
         for procs, *rest in self.files:
             try:
@@ -401,6 +423,8 @@ class FloorFullSweep:
             except OSError:
                 continue
             for p in data.split():
+                if p in kt:
+                    continue
                 base = b"/proc/" + p
                 for path in (base + b"/status", base + b"/oom_score", base + b"/oom_score_adj", base + b"/statm"):
                     try:
@@ -457,6 +481,27 @@ def per_sample_by_difference(runner: ExternalRunner, make_argv, n_lo: int, n_hi:
         values.append((hi - lo) / (n_hi - n_lo))
         raw.append((lo, hi))
     return statistics.median(values), raw
+
+
+def remove_stale() -> int:
+    """Remove the trees of earlier runs that could not clean up (SIGKILL); nothing but our own names."""
+    rc = 0
+    for name in sorted(os.listdir(MEMCG_ROOT)):
+        if BENCH_NAME_RE.match(name) and os.path.isdir(os.path.join(MEMCG_ROOT, name)):
+            stale = Load()
+            stale.base = os.path.join(MEMCG_ROOT, name)
+            problems = stale.close()
+            for p in problems:
+                print(p, file=sys.stderr)
+            print(f"{'could not remove' if problems else 'removed'} {stale.base}")
+            rc = rc or (1 if problems else 0)
+    tmp = tempfile.gettempdir()
+    for name in sorted(os.listdir(tmp)):
+        d = os.path.join(tmp, name)
+        if name.startswith("oomtop-bench-") and os.path.isdir(d) and set(os.listdir(d)) <= {"sleeper", "sleeper.c"}:
+            shutil.rmtree(d, ignore_errors=True)
+            print(f"removed {d}")
+    return rc
 
 
 # ------------------------------------------------------------------------------------------------ oomtop
@@ -546,7 +591,11 @@ def main() -> int:
                     help="seconds to wait for oomtop/collect/collector.py to become importable (default 2700)")
     ap.add_argument("--no-oomtop", action="store_true", help="skip the collector (test the rest)")
     ap.add_argument("--no-external", action="store_true", help="skip top and atop")
+    ap.add_argument("--remove-stale", action="store_true",
+                    help="only remove oomtop-bench-* trees left by a bench that was SIGKILLed, then exit")
     args = ap.parse_args()
+    if args.remove_stale:
+        return remove_stale()
     if args.pods < 1 or args.containers_per_pod < 1 or args.procs < 0:
         ap.error("need at least one pod and one container per pod")
     atop_lo, atop_hi = (int(x) for x in args.atop_samples.split(","))
@@ -556,6 +605,7 @@ def main() -> int:
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -592,12 +642,14 @@ def main() -> int:
         walk = paced(all_cgroups, args.rounds, args.hz)
         results["walk"] = walk
         log(f"floor: {len(cgdirs)} cgroups on the node, {args.rounds} rounds each")
-        f1 = FloorOpenRead(cgdirs)
+        kt = kernel_threads()
+        results["kthreads"] = len(kt)
+        f1 = FloorOpenRead(cgdirs, kt)
         results["floor_open"] = paced(f1, args.rounds, args.hz)
-        pread_floor = FloorPread(cgdirs)
+        pread_floor = FloorPread(cgdirs, kt)
         pread_floor()  # the first round opens the task descriptors; measure the steady state
         results["floor_pread"] = paced(pread_floor, args.rounds, args.hz)
-        f3 = FloorFullSweep(cgdirs)
+        f3 = FloorFullSweep(cgdirs, kt)
         results["floor_full"] = paced(f3, args.rounds, args.hz)
         results["floor_tasks"] = (f1.tasks, pread_floor.tasks, f3.tasks)
         pread_floor.close()
@@ -628,7 +680,7 @@ def main() -> int:
             else:
                 results["atop_error"] = "not installed"
     except (KeyboardInterrupt, Interrupted) as e:
-        log(f"interrupted ({e or 'SIGINT'}); cleaning up")
+        log(f"interrupted ({str(e) or 'SIGINT'}); cleaning up")
         rc = 130
     except Exception:
         traceback.print_exc()
@@ -660,9 +712,10 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     out = []
     out.append("")
     out.append(f"oomtop poll benchmark: {args.pods} pods x {args.containers_per_pod} containers, {args.procs} sleepers; "
-               f"{r.get('cgroups_seen', '?')} memory cgroups on the node; {args.rounds} rounds at "
-               f"{'back-to-back' if args.hz <= 0 else f'{args.hz:g} Hz'}; Python {sys.version.split()[0]}, "
-               f"{os.uname().release}, {os.cpu_count()} cpus")
+               f"{args.rounds} rounds at {'back-to-back' if args.hz <= 0 else f'{args.hz:g} Hz'}; "
+               f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus")
+    out.append(f"node: {r.get('cgroups_seen', '?')} memory cgroups, {r.get('kthreads', '?')} kernel threads "
+               "(listed in the root's cgroup.procs; the floors skip them as the collector does)")
     out.append("")
     out.append(f"  {'what':<44} {'CPU ms/smp':>10} {'10 Hz core':>12}  notes")
     out.append(f"  {'-' * 44} {'-' * 10} {'-' * 12}  {'-' * 30}")

@@ -19,7 +19,7 @@ OOM_SCORE_ADJ_MAX = 1000
 KUBELET_GUARANTEED_ADJ = -997
 KUBELET_SANDBOX_ADJ = -998
 KUBELET_BESTEFFORT_ADJ = 1000
-KUBELET_BURSTABLE_MIN_ADJ = 3  # 2 on kubelets before 1.26 (pkg/kubelet/qos/policy.go)
+KUBELET_BURSTABLE_MIN_ADJ = 3  # 1000 + Guaranteed's -997 (2 while Guaranteed was -998, before ~1.15)
 KUBELET_BURSTABLE_MAX_ADJ = 999
 
 
@@ -61,13 +61,14 @@ def memcg_totalpages(cgroup: Cgroup, node_swap_total_bytes: int, page_size: int)
         swap = min(cgroup.swap_limit_bytes, node_swap_total_bytes)
     elif node_swap_total_bytes:
         swap = node_swap_total_bytes  # unlimited swap allowance: capped by what the node has
-    return cgroup.limit_bytes // page_size + swap // page_size
+    # constrained_alloc(): "totalpages = mem_cgroup_get_max(memcg) ?: 1" -- never zero.
+    return max(1, cgroup.limit_bytes // page_size + swap // page_size)
 
 
 def global_totalpages(sample: Sample) -> int:
     """The node's OOM domain: RAM plus swap, in pages (``totalram_pages() + total_swap_pages``)."""
     node = sample.node
-    return node.mem_total_bytes // node.page_size + node.swap_total_bytes // node.page_size
+    return max(1, node.mem_total_bytes // node.page_size + node.swap_total_bytes // node.page_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +147,22 @@ class SampleIndex:
             parent = cgroup.parent_path
             if parent is not None:
                 children.setdefault(parent, []).append(cgroup.path)
-        # Tasks whose cgroup is missing from the tree (it vanished mid-read) still belong to their ancestors.
+        # Tasks whose cgroup is missing from the tree (it vanished mid-read, or a replay lacks it) still belong
+        # to their ancestors: hang the path under its nearest known ancestor.
         for path in tasks_by_cgroup:
-            if path not in self.cgroups:
-                parent = path.rsplit("/", 1)[0] or "/"
-                children.setdefault(parent, []).append(path)
+            if path not in self.cgroups and path != "/":
+                children.setdefault(self.nearest_known_ancestor(path), []).append(path)
         self.children = children
         self.tasks_by_cgroup = tasks_by_cgroup
         self.oom_group = {c.path: bool(c.oom_group) for c in sample.cgroups}
+
+    def nearest_known_ancestor(self, path: str) -> str:
+        """The closest proper ancestor of ``path`` that the Sample has ("/" at the latest)."""
+        while path != "/":
+            path = path.rsplit("/", 1)[0] or "/"
+            if path in self.cgroups:
+                return path
+        return "/"
 
     def subtree_tasks(self, path: str) -> list[Task]:
         """Tasks of a cgroup and its descendants, in the pre-order walk ``mem_cgroup_scan_tasks()`` makes."""
@@ -231,6 +240,11 @@ def predict(sample: Sample) -> Prediction:
             nearest[cgroup.path] = cgroup.path
         elif cgroup.parent_path in nearest:
             nearest[cgroup.path] = nearest[cgroup.parent_path]  # type: ignore[index]
+    for path in index.tasks_by_cgroup:  # cgroups the Sample lacks take their nearest known ancestor's limit
+        if path not in index.cgroups and path != "/":
+            ancestor = index.nearest_known_ancestor(path)
+            if ancestor in nearest:
+                nearest[path] = nearest[ancestor]
     memcg_score: dict[tuple[int, int], int] = {}
     for task in sample.tasks:
         domain = nearest.get(task.cgroup)
@@ -238,8 +252,10 @@ def predict(sample: Sample) -> Prediction:
             continue
         cgroup = index.cgroups[domain]
         totalpages = memcg_totalpages(cgroup, sample.node.swap_total_bytes, sample.node.page_size)
-        points = badness_points(task, totalpages or 0, sample.node.page_size)
-        if points is not None and totalpages:
+        if totalpages is None:
+            continue
+        points = badness_points(task, totalpages, sample.node.page_size)
+        if points is not None:
             memcg_score[task.key] = normalised_score(points, totalpages)
     return Prediction(by_domain, global_verdict(index), memcg_score, nearest)
 
