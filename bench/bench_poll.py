@@ -43,16 +43,34 @@ MIB = 1 << 20
 
 # The sleeper: dies with us (PDEATHSIG), waits on a pipe until it has been moved into its cgroup, then
 # touches its memory (so the charge lands in the container, not in our own cgroup) and sleeps for good.
+# With argv[3] == "busy" it then waits for SIGUSR1 and from there on, every CHURN_MS, alternately touches a
+# private mapping up to a random 256 KiB-1 MiB and drops it with MADV_DONTNEED down to a random 0-252 KiB,
+# each size a new one (never the last), until SIGUSR2 (then it frees the mapping and waits for SIGUSR1 again).
+# A 10 Hz poll sees every busy sleeper two steps on, in the same half of the cycle but at another size, so its
+# RSS and its cgroup's usage and memory.stat really differ from one tick to the next (a plain touch/free-all
+# cycle would show the same RSS at every other tick).  Both signals are blocked from the start (sigwait).
 SLEEPER_C = r"""
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
+
+#define CHURN_MIN (256u << 10)
+#define CHURN_MAX (1u << 20)
+#define CHURN_MS 50
 
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
+    int busy = argc > 3 && strcmp(argv[3], "busy") == 0;
+    sigset_t ctl;
+    sigemptyset(&ctl);
+    sigaddset(&ctl, SIGUSR1);
+    sigaddset(&ctl, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &ctl, NULL);                 /* start/stop are taken with sigwait, never fatal */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)atol(argv[2])) return 3;   /* parent already gone */
     char c;
@@ -62,7 +80,35 @@ int main(int argc, char **argv) {
     volatile char *p = malloc(n);                       /* volatile: the stores must not be elided */
     if (!p) return 5;
     for (size_t i = 0; i < n; i += 4096) p[i] = (char)(i >> 12);
-    for (;;) pause();
+    if (!busy)
+        for (;;) pause();
+    char *q = mmap(NULL, CHURN_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED) return 6;
+    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)n;
+    struct timespec tick = {0, CHURN_MS * 1000000L};
+    for (;;) {
+        int sig = 0;
+        while (sig != SIGUSR1)
+            if (sigwait(&ctl, &sig) != 0) sig = 0;      /* quiet until told to churn */
+        size_t top = 0, keep = 0;                       /* resident bytes of q after the last touch / free */
+        int touched = 0;
+        for (;;) {
+            if (sigtimedwait(&ctl, NULL, &tick) == SIGUSR2) break;
+            if (!touched) {
+                size_t prev = top;
+                do top = (CHURN_MIN + (size_t)rand_r(&seed) % (CHURN_MAX - CHURN_MIN + 1)) & ~(size_t)4095;
+                while (top == prev);
+                for (size_t i = keep; i < top; i += 4096) ((volatile char *)q)[i] = (char)(i >> 12);
+            } else {
+                size_t prev = keep;
+                do keep = ((size_t)rand_r(&seed) % CHURN_MIN) & ~(size_t)4095;
+                while (keep == prev);
+                madvise(q + keep, CHURN_MAX - keep, MADV_DONTNEED);
+            }
+            touched = !touched;
+        }
+        madvise(q, CHURN_MAX, MADV_DONTNEED);
+    }
 }
 """
 
@@ -112,10 +158,13 @@ class Load:
         self.release_r = -1
         self.placed: dict[int, str] = {}
         self.kib: dict[int, int] = {}
+        self.busy: list[int] = []  # sleepers started in "busy" mode (they churn between churn(True) and churn(False))
+        self.active_containers: list[str] = []
+        self.churning = False
 
     # -- build
 
-    def build(self, pods: int, per_pod: int, procs: int, log) -> None:
+    def build(self, pods: int, per_pod: int, procs: int, busy_pct: float, log) -> None:
         if not os.path.isfile(os.path.join(MEMCG_ROOT, "memory.limit_in_bytes")):
             raise SystemExit(f"no cgroup v1 memory controller at {MEMCG_ROOT}")
         if os.geteuid() != 0:
@@ -153,11 +202,21 @@ class Load:
             (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
         ]
         env: dict[str, str] = {}
+        # Busy sleepers: about busy_pct % of the containers, picked at random (seeded) so they spread over the
+        # pods, hold round(busy_pct % of procs) busy sleepers, dealt round-robin over those containers.
+        n_ctr = len(self.containers)
+        n_active = min(n_ctr, max(1, round(n_ctr * busy_pct / 100))) if busy_pct > 0 else 0
+        active = set(random.Random(7).sample(range(n_ctr), n_active))
+        self.active_containers = [self.containers[k] for k in sorted(active)]
+        n_busy = round(procs * busy_pct / 100)
         for i in range(procs):
             kib = rng.randint(1024, 4096)
-            pid = os.posix_spawn(exe, [exe, str(kib), me], env, file_actions=actions)
+            busy = len(self.busy) < n_busy and (i % n_ctr) in active
+            pid = os.posix_spawn(exe, [exe, str(kib), me, "busy" if busy else "idle"], env, file_actions=actions)
             self.children.append(pid)
             self.kib[pid] = kib
+            if busy:
+                self.busy.append(pid)
             ctr = self.containers[i % len(self.containers)] if self.containers else None
             if ctr is not None:
                 write_file(os.path.join(ctr, "cgroup.procs"), str(pid))
@@ -199,6 +258,53 @@ class Load:
             f"{len(self.children)} sleepers placed and resident ({sum(self.kib.values()) / 1024:.0f} MiB touched, "
             f"pods charged {usage / MIB:.0f} MiB) in {time.monotonic() - t0:.1f} s"
         )
+        if self.busy:
+            busy_ctrs = {self.placed[pid] for pid in self.busy}
+            log(f"{len(self.busy)} of them can churn, in {len(busy_ctrs)} of {n_ctr} containers "
+                f"({len({os.path.dirname(c) for c in busy_ctrs})} of {len(self.pods)} pods)")
+
+    # -- the busy phase
+
+    def churn(self, on: bool) -> None:
+        """Start (SIGUSR1) or stop (SIGUSR2) the busy sleepers' churn; only our own children are signalled."""
+        sig = signal.SIGUSR1 if on else signal.SIGUSR2
+        for pid in self.busy:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                raise RuntimeError(f"busy sleeper {pid} is gone") from None
+        self.churning = on
+
+    def usage_motion(self, ticks: int = 5, period: float = 0.1) -> tuple[int, int, int]:
+        """Of our containers: how many changed memory.usage_in_bytes between every pair of ``ticks`` reads
+        ``period`` apart, how many changed at least once, and how many there are."""
+        paths = [os.path.join(c, "memory.usage_in_bytes") for c in self.containers]
+        seen = []
+        for k in range(ticks):
+            if k:
+                time.sleep(period)
+            seen.append([read_file(p) for p in paths])
+        every = sum(all(seen[k][j] != seen[k - 1][j] for k in range(1, ticks)) for j in range(len(paths)))
+        anyc = sum(any(seen[k][j] != seen[k - 1][j] for k in range(1, ticks)) for j in range(len(paths)))
+        return every, anyc, len(paths)
+
+    def busy_cpu(self) -> float:
+        """CPU seconds the busy sleepers have run so far (schedstat, ns; utime+stime ticks without it)."""
+        tck = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.busy:
+            try:
+                total += int(read_file(f"/proc/{pid}/schedstat").split()[0]) / 1e9
+                continue
+            except (OSError, ValueError, IndexError):
+                pass
+            try:
+                stat = read_file(f"/proc/{pid}/stat")
+                f = stat[stat.rindex(b")") + 2:].split()
+                total += (int(f[11]) + int(f[12])) / tck
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
 
     # -- tear down
 
@@ -270,8 +376,9 @@ def all_cgroups() -> list[str]:
     return out
 
 
-def paced(fn, rounds: int, hz: float) -> list[float]:
-    """CPU seconds of each of ``rounds`` calls of fn, started at ``hz`` (0: back to back)."""
+def paced(fn, rounds: int, hz: float, after=None) -> list[float]:
+    """CPU seconds of each of ``rounds`` calls of fn, started at ``hz`` (0: back to back); ``after()`` runs
+    after each call, outside the timed part."""
     gc.collect()
     cpu = time.process_time
     out = []
@@ -285,6 +392,8 @@ def paced(fn, rounds: int, hz: float) -> list[float]:
         t = cpu()
         fn()
         out.append(cpu() - t)
+        if after is not None:
+            after()
     return out
 
 
@@ -540,8 +649,17 @@ def bench_oomtop(Collector, CollectorConfig, rounds: int, hz: float, log):
     t = time.process_time()
     s = c.sample()
     cold = time.process_time() - t
-    warm = paced(c.sample, rounds, hz)
-    last = c.sample()
+    polls: list[tuple[int, bool, int]] = []  # (task_reads, slow tick, tasks) of each warm poll
+
+    def record() -> None:
+        st = getattr(c, "stats", None)
+        if st is not None and hasattr(st, "task_reads"):
+            polls.append((st.task_reads, bool(getattr(st, "slow", False)), getattr(st, "tasks", 0)))
+
+    box: list = []
+    warm = paced(lambda: box.append(c.sample()), rounds, hz, record)
+    last = box[-1] if box else c.sample()
+    del box[:-1]
     info = {
         "init": init,
         "cold": cold,
@@ -550,8 +668,9 @@ def bench_oomtop(Collector, CollectorConfig, rounds: int, hz: float, log):
         "tasks": len(last.tasks),
         "warnings": list(getattr(last, "warnings", ()))[:5],
         "first_cgroups": len(s.cgroups),
+        "polls": polls,
     }
-    for attr in ("last_reads", "stats"):
+    for attr in ("last_reads", "stats"):  # as the last warm poll left them
         if hasattr(c, attr):
             try:
                 v = getattr(c, attr)
@@ -589,6 +708,9 @@ def main() -> int:
     ap.add_argument("--atop-reps", type=int, default=1)
     ap.add_argument("--wait-collector", type=float, default=45 * 60,
                     help="seconds to wait for oomtop/collect/collector.py to become importable (default 2700)")
+    ap.add_argument("--busy", type=float, default=25.0, metavar="PCT",
+                    help="after the idle phase, measure oomtop again while PCT %% of the sleepers (in about PCT %% "
+                         "of the containers) churn memory every 50 ms; 0 = idle phase only (default 25)")
     ap.add_argument("--no-oomtop", action="store_true", help="skip the collector (test the rest)")
     ap.add_argument("--no-external", action="store_true", help="skip top and atop")
     ap.add_argument("--remove-stale", action="store_true",
@@ -598,6 +720,8 @@ def main() -> int:
         return remove_stale()
     if args.pods < 1 or args.containers_per_pod < 1 or args.procs < 0:
         ap.error("need at least one pod and one container per pod")
+    if not 0 <= args.busy <= 100:
+        ap.error("--busy: a percentage, 0-100")
     atop_lo, atop_hi = (int(x) for x in args.atop_samples.split(","))
     if atop_hi <= atop_lo:
         ap.error("--atop-samples: the second count must be larger")
@@ -619,31 +743,66 @@ def main() -> int:
     results: dict = {}
     rc = 0
     try:
-        load.build(args.pods, args.containers_per_pod, args.procs, log)
+        load.build(args.pods, args.containers_per_pod, args.procs, args.busy, log)
+        cgdirs = all_cgroups()
+        kt = kernel_threads()
+        results["cgroups_seen"] = len(cgdirs)
+        results["kthreads"] = len(kt)
+        busy_ctrs = {load.placed[pid] for pid in load.busy}
+        results["busy_load"] = {"sleepers": len(load.busy), "containers": len(busy_ctrs),
+                                "all_containers": len(load.containers),
+                                "pods": len({os.path.dirname(c) for c in busy_ctrs})}
 
-        # a. oomtop
+        # a. oomtop, once per phase: idle (every sleeper paused), then busy (load.busy churning)
+        phases = [("idle", 0.0)] + ([(f"busy {args.busy:g}%", args.busy)] if args.busy > 0 and load.busy else [])
+        results["phases"] = []
+        Collector = CollectorConfig = None
         if not args.no_oomtop:
             Collector, CollectorConfig, err = wait_for_collector(args.wait_collector, log)
             if Collector is None:
                 results["oomtop_error"] = f"collector unavailable: {err}"
                 log(results["oomtop_error"])
-            else:
-                log(f"oomtop: cold sample + {args.rounds} warm samples at {args.hz:g} Hz")
+        for name, pct in phases:
+            ph: dict = {"name": name, "pct": pct}
+            results["phases"].append(ph)
+            if pct:
+                load.churn(True)
+                time.sleep(0.5)  # every busy sleeper has gone through a few touch/free cycles
+            ph["motion"] = load.usage_motion()
+            for _ in range(5):  # idle: let the per-cpu charge stocks of the fresh load settle first
+                if pct or not ph["motion"][1]:
+                    break
+                log(f"{name}: {ph['motion'][1]} containers still moving their usage; waiting")
+                ph["motion"] = load.usage_motion()
+            log(f"{name}: {ph['motion'][0]} of {ph['motion'][2]} containers moved usage on every 100 ms tick")
+            cpu0, t0 = load.busy_cpu(), time.monotonic()
+            if Collector is not None:
+                log(f"oomtop ({name}): cold sample + {args.rounds} warm samples at {args.hz:g} Hz")
                 try:
-                    results["oomtop"] = bench_oomtop(Collector, CollectorConfig, args.rounds, args.hz, log)
+                    ph["oomtop"] = bench_oomtop(Collector, CollectorConfig, args.rounds, args.hz, log)
                 except Exception as e:
-                    results["oomtop_error"] = f"collector failed: {type(e).__name__}: {e}"
-                    log(results["oomtop_error"])
+                    ph["oomtop_error"] = f"collector failed: {type(e).__name__}: {e}"
+                    log(ph["oomtop_error"])
                     traceback.print_exc()
+            else:
+                ph["oomtop_error"] = results.get("oomtop_error", "skipped (--no-oomtop)")
+            if pct:
+                # Check that the floors do not move with the churn (they read everything either way).
+                log(f"floor (ii) during {name}: {args.rounds} rounds")
+                pread_floor = FloorPread(cgdirs, kt)
+                pread_floor()
+                ph["floor_pread"] = paced(pread_floor, args.rounds, args.hz)
+                ph["floor_tasks"] = pread_floor.tasks
+                pread_floor.close()
+                pread_floor = None
+                ph["sleeper_cpu"] = (load.busy_cpu() - cpu0) / max(1e-9, time.monotonic() - t0)
+                load.churn(False)
+                time.sleep(0.2)
 
-        # b. floors
-        cgdirs = all_cgroups()
-        results["cgroups_seen"] = len(cgdirs)
+        # b. floors (idle load)
         walk = paced(all_cgroups, args.rounds, args.hz)
         results["walk"] = walk
         log(f"floor: {len(cgdirs)} cgroups on the node, {args.rounds} rounds each")
-        kt = kernel_threads()
-        results["kthreads"] = len(kt)
         f1 = FloorOpenRead(cgdirs, kt)
         results["floor_open"] = paced(f1, args.rounds, args.hz)
         pread_floor = FloorPread(cgdirs, kt)
@@ -709,6 +868,8 @@ def main() -> int:
 def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     ms = lambda xs: statistics.fmean(xs) * 1000 if xs else None  # noqa: E731
     p50 = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    phases = r.get("phases", [])
+    W = 10  # width of a phase column
     out = []
     out.append("")
     out.append(f"oomtop poll benchmark: {args.pods} pods x {args.containers_per_pod} containers, {args.procs} sleepers; "
@@ -716,20 +877,64 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
                f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus")
     out.append(f"node: {r.get('cgroups_seen', '?')} memory cgroups, {r.get('kthreads', '?')} kernel threads "
                "(listed in the root's cgroup.procs; the floors skip them as the collector does)")
+    busy = [ph for ph in phases if ph["pct"]]
+    if busy:
+        b = r.get("busy_load", {})
+        out.append(f"load: idle = every sleeper paused; busy = {b.get('sleepers', '?')} of {args.procs} sleepers in "
+                   f"{b.get('containers', '?')} of {b.get('all_containers', '?')} containers ({b.get('pods', '?')} pods) "
+                   "every 50 ms alternately touch up to a new 256 KiB-1 MiB / MADV_DONTNEED down to a new 0-252 KiB")
+    motion = "; ".join(f"{ph['name']} {ph['motion'][0]}/{ph['motion'][2]} (any change: {ph['motion'][1]})"
+                       for ph in phases if "motion" in ph)
+    if motion:
+        out.append(f"bench containers whose memory.usage_in_bytes moved in each of 4 intervals of 100 ms: {motion}")
+    for ph in busy:
+        if "sleeper_cpu" in ph:
+            out.append(f"the churning sleepers themselves used {ph['sleeper_cpu'] * 100:.0f} % of one core during "
+                       f"{ph['name']} (of {os.cpu_count()} cpus)")
+
+    def cells(values, fmt="{:.3f}") -> str:
+        return " ".join(f"{'-' if v is None else fmt.format(v):>{W}}" for v in values)
+
+    # -- oomtop, one column per phase
     out.append("")
-    out.append(f"  {'what':<44} {'CPU ms/smp':>10} {'10 Hz core':>12}  notes")
-    out.append(f"  {'-' * 44} {'-' * 10} {'-' * 12}  {'-' * 30}")
-    o = r.get("oomtop")
-    warm = None
-    if o:
-        warm = ms(o["warm"])
-        out.append(fmt_row("oomtop Collector.sample() cold (1st)", o["cold"] * 1000,
-                           f"+ {o['init'] * 1000:.1f} ms Collector(); {o['first_cgroups']} cgroups"))
-        out.append(fmt_row("oomtop Collector.sample() warm (mean)", warm,
-                           f"p50 {p50(o['warm']):.3f}, max {max(o['warm']) * 1000:.3f}; "
-                           f"{o['cgroups']} cgroups, {o['tasks']} tasks"))
+    names = [ph["name"] for ph in phases] or ["idle"]
+    out.append(f"  {'oomtop Collector.sample(), CPU ms':<44} " + " ".join(f"{n:>{W}}" for n in names) + "  notes")
+    out.append(f"  {'-' * 44} " + " ".join("-" * W for _ in names) + f"  {'-' * 30}")
+    os_ = [ph.get("oomtop") for ph in phases]
+    if not any(os_):
+        err = next((ph.get("oomtop_error") for ph in phases if ph.get("oomtop_error")), None)
+        out.append(f"  {'oomtop':<44} " + cells([None] * len(names)) + f"  {err or r.get('oomtop_error', 'skipped (--no-oomtop)')}")
     else:
-        out.append(fmt_row("oomtop Collector.sample()", None, r.get("oomtop_error", "skipped (--no-oomtop)")))
+        get = lambda f: [f(o) if o else None for o in os_]  # noqa: E731
+        warm = get(lambda o: ms(o["warm"]))
+        init = ", ".join(f"{o['init'] * 1000:.1f}" for o in os_ if o)
+        out.append(f"  {'cold (1st sample)':<44} " + cells(get(lambda o: o["cold"] * 1000)) + f"  + Collector() {init} ms")
+        out.append(f"  {'warm mean':<44} " + cells(warm) + "  the row the ratios use")
+        out.append(f"  {'warm p50':<44} " + cells(get(lambda o: p50(o["warm"]))))
+        out.append(f"  {'warm max':<44} " + cells(get(lambda o: max(o["warm"]) * 1000))
+                   + "  a slow tick (limits etc., once a second) re-reads all")
+        out.append(f"  {'warm mean at 10 Hz, % of one core':<44} "
+                   + cells([w * 10 / 1000 * 100 if w is not None else None for w in warm], "{:.2f}%"))
+
+        def reads(o, which):
+            ps = [p for p in o.get("polls", ()) if which is None or p[1] == which]
+            return statistics.fmean(p[0] for p in ps) if ps else None
+
+        out.append(f"  {'collector.stats task_reads per warm poll':<44} " + cells(get(lambda o: reads(o, None)), "{:.1f}")
+                   + "  mean over all warm polls")
+        out.append(f"  {'  ... on fast ticks only':<44} " + cells(get(lambda o: reads(o, False)), "{:.1f}")
+                   + "  (slow ticks: "
+                   + ", ".join(f"{sum(p[1] for p in o['polls'])} x {reads(o, True) or 0:.0f}" for o in os_ if o) + ")")
+        out.append(f"  {'cgroups / tasks in the last sample':<44} "
+                   + " ".join(f"{str(o['cgroups']) + '/' + str(o['tasks']) if o else '-':>{W}}" for o in os_))
+        for ph in phases:
+            if ph.get("oomtop_error"):
+                out.append(f"  {ph['name']}: {ph['oomtop_error']}")
+
+    # -- the rest, measured once (they read every file each round, busy or not)
+    out.append("")
+    out.append(f"  {'floors and other tools (idle load)':<44} {'CPU ms/smp':>10} {'10 Hz core':>12}  notes")
+    out.append(f"  {'-' * 44} {'-' * 10} {'-' * 12}  {'-' * 30}")
     ft = r.get("floor_tasks", ("?", "?", "?"))
     floors = {}
     for key, label, tasks in (("floor_open", "floor (i) open+read+close", ft[0]),
@@ -738,6 +943,10 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
         if key in r:
             floors[key] = ms(r[key])
             out.append(fmt_row(label, floors[key], f"p50 {p50(r[key]):.3f}; {tasks} tasks"))
+    for ph in busy:
+        if "floor_pread" in ph:
+            out.append(fmt_row(f"(check) floor (ii) during {ph['name']}", ms(ph["floor_pread"]),
+                               f"p50 {p50(ph['floor_pread']):.3f}; {ph['floor_tasks']} tasks; not used in ratios"))
     if "walk" in r:
         out.append(fmt_row("(info) cgroup tree walk, os.scandir", ms(r["walk"]), "not part of the floors"))
     ext = {}
@@ -756,37 +965,38 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     elif "atop_error" in r:
         out.append(f"  atop: {r['atop_error']}")
 
+    # -- ratios, one column per phase
     out.append("")
-    out.append(f"  {'ratio':<44} {'value':>10} {'target':>12}  verdict")
-    out.append(f"  {'-' * 44} {'-' * 10} {'-' * 12}  {'-' * 7}")
+    out.append(f"  {'ratio':<44} " + " ".join(f"{n:>{W}}" for n in names) + f" {'target':>8}  verdict")
+    out.append(f"  {'-' * 44} " + " ".join("-" * W for _ in names) + f" {'-' * 8}  {'-' * 7}")
 
-    def ratio(label, num, den, target, ok):
-        if num is None or den is None or den <= 0:
-            out.append(f"  {label:<44} {'-':>10} {target:>12}  n/a")
-            return
-        v = num / den
-        out.append(f"  {label:<44} {v:10.2f} {target:>12}  {('ok' if ok(v) else 'MISS') if ok else ''}")
+    def ratio(label, nums, den, target, ok, fmt="{:.2f}"):
+        vals = [n / den if n is not None and den else None for n in nums]
+        verdict = "n/a" if all(v is None for v in vals) else (
+            " / ".join("-" if v is None else ("ok" if ok(v) else "MISS") for v in vals) if ok else "")
+        out.append(f"  {label:<44} " + cells(vals, fmt) + f" {target:>8}  {verdict}")
 
+    warm = [ms(o["warm"]) if o else None for o in os_] or [None]
+    cold = [o["cold"] * 1000 if o else None for o in os_] or [None]
     ratio("oomtop warm / floor (i) open+read+close", warm, floors.get("floor_open"), "<= 1.5", lambda v: v <= 1.5)
     ratio("oomtop warm / floor (ii) kept fds", warm, floors.get("floor_pread"), "<= 1.5", lambda v: v <= 1.5)
-    ratio("oomtop cold / floor full sweep", o["cold"] * 1000 if o else None, floors.get("floor_full"), "-", None)
-    share = warm * 10 / 1000 * 100 if warm is not None else None
-    if share is None:
-        out.append(f"  {'oomtop warm at 10 Hz, % of one core':<44} {'-':>10} {'< 20%':>12}  n/a")
-    else:
-        out.append(f"  {'oomtop warm at 10 Hz, % of one core':<44} {share:9.2f}% {'< 20%':>12}  "
-                   f"{'ok' if share < 20 else 'MISS'}")
+    ratio("oomtop cold / floor full sweep", cold, floors.get("floor_full"), "-", None)
+    ratio("oomtop warm at 10 Hz, % of one core", [w * 10 / 1000 * 100 if w is not None else None for w in warm],
+          1.0, "< 20%", lambda v: v < 20, "{:.2f}%")
     ratio("oomtop warm / top (per sample)", warm, ext.get("top"), "< 1", lambda v: v < 1)
-    ratio("oomtop cold / top (per sample)", o["cold"] * 1000 if o else None, ext.get("top"), "-", None)
+    ratio("oomtop cold / top (per sample)", cold, ext.get("top"), "-", None)
     ratio("oomtop warm / atop (per sample)", warm, ext.get("atop"), "-", None)
-    if o:
+    for ph in phases:
+        o = ph.get("oomtop")
+        if not o:
+            continue
         if o.get("warnings"):
             out.append("")
-            out.append("  sample warnings: " + "; ".join(map(str, o["warnings"])))
+            out.append(f"  sample warnings ({ph['name']}): " + "; ".join(map(str, o["warnings"])))
         for attr in ("last_reads", "stats"):
             if attr in o:
                 text = repr(o[attr])
-                out.append(f"  collector.{attr}: {text[:600]}{' ...' if len(text) > 600 else ''}")
+                out.append(f"  collector.{attr} ({ph['name']}, last poll): {text[:600]}{' ...' if len(text) > 600 else ''}")
     print("\n".join(out), flush=True)
 
 

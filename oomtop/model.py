@@ -188,3 +188,75 @@ class Sample:
     tasks: tuple[Task, ...]
     warnings: tuple[str, ...] = field(default=())
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KernelCandidate:
+    """One row of the task table the kernel prints before it kills (values in pages unless named bytes).
+
+    Columns differ between kernels; a column the log did not have is None.
+    """
+
+    pid: int
+    comm: str
+    oom_score_adj: int
+    rss_pages: int
+    uid: int | None = None
+    tgid: int | None = None
+    total_vm_pages: int | None = None
+    rss_anon_pages: int | None = None
+    rss_file_pages: int | None = None
+    rss_shmem_pages: int | None = None
+    pgtables_bytes: int | None = None
+    swapents: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KilledTask:
+    """A task the kernel killed, as its "Killed process" line (or a cgroup counter) reports it."""
+
+    pid: int | None
+    comm: str | None
+    anon_rss_bytes: int | None = None
+    file_rss_bytes: int | None = None
+    shmem_rss_bytes: int | None = None
+    total_vm_bytes: int | None = None
+    uid: int | None = None
+    pgtables_bytes: int | None = None
+    oom_score_adj: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OomEvent:
+    """One OOM kill (one per kernel decision: an oom.group kill is one event listing every task killed).
+
+    ``time`` is wall-clock seconds since the epoch when the log or the detector gives it; ``kernel_time_s`` is
+    the kernel's own timestamp (seconds since boot) where the log has one.
+    """
+
+    kind: str  # "memcg" or "global"
+    time: float | None
+    kernel_time_s: float | None
+    oom_cgroup: str | None  # the domain that ran out ("/" for a global OOM)
+    task_cgroup: str | None  # the victim's own cgroup
+    victim: KilledTask
+    killed: tuple[KilledTask, ...]  # every task killed, the victim first
+    candidates: tuple[KernelCandidate, ...] = ()
+    usage_bytes: int | None = None  # of the domain when the kernel logged it
+    limit_bytes: int | None = None
+    swap_limit_bytes: int | None = None  # memsw limit minus memory limit (v1), when logged
+    node_ram_pages: int | None = None  # global OOM: "N pages RAM" of show_mem
+    node_swap_bytes: int | None = None  # "Total swap = NkB"
+    invoker_comm: str | None = None  # the task whose allocation invoked the OOM killer
+    invoker_oom_score_adj: int | None = None
+    constraint: str | None = None
+    oom_group_path: str | None = None  # "Tasks in X are going to be killed due to memory.oom.group set"
+    logged_score: int | None = None  # older kernels: "Kill process N (comm) score S or sacrifice child"
+    source: tuple[str, ...] = ()  # detectors that saw it: "kmsg", "log", "counter", "eventfd", "inotify"
+    historical: bool = False  # found in the ring buffer at start, not seen happening
+    seq: int | None = None  # /dev/kmsg sequence number of the block's first record
+    pod: PodRef | None = None
+    container: ContainerRef | None = None
+    predicted_victim_pid: int | None = None  # what oomtop had predicted at the last sample before the kill
+    count: int = 1  # kills this event stands for (a counter jump of 3 with no log: one event, count 3)
+    detected_in: str | None = None  # the cgroup whose counter showed the kill, when no log named the victim's

@@ -276,3 +276,20 @@ def test_unreadable_files_are_reported_not_raised(tmp_path_factory: pytest.TempP
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_status_memory_block_parsing_across_kernels() -> None:
+    from oomtop.collect.procfs import parse_status_memory, parse_status_line
+
+    modern = (b"Name:\tx\nUid:\t1000\t1000\t1000\t1000\nVmRSS:\t  300 kB\nRssAnon:\t  200 kB\nRssFile:\t  96 kB\n"
+              b"RssShmem:\t   4 kB\nVmData:\t 10 kB\nVmStk:\t 1 kB\nVmExe:\t 1 kB\nVmLib:\t 1 kB\nVmPTE:\t  48 kB\n"
+              b"VmSwap:\t   8 kB\nHugetlbPages:\t 0 kB\n")
+    memory = parse_status_memory(modern)
+    assert (memory.anon, memory.file, memory.shmem, memory.pte, memory.swap) == (200 << 10, 96 << 10, 4 << 10, 48 << 10, 8 << 10)
+    older = modern.replace(b"VmSwap:", b"VmPMD:\t  12 kB\nVmSwap:")  # 4.x kernels have VmPMD in between
+    assert parse_status_memory(older).pte == 48 << 10
+    assert parse_status_memory(b"Name:\tkworker\nState:\tI\n").has_memory is False
+    assert parse_status_memory(modern[:120]).has_memory is True  # cut mid-block: what is there is read
+    assert parse_status_line(modern, b"Name:") == b"x"
+    assert parse_status_line(modern, b"Uid:") == b"1000\t1000\t1000\t1000"
+    assert parse_status_line(modern, b"Gid:") is None

@@ -357,3 +357,16 @@ class PidFilter:
             return pids
         kernel = self.kernel_threads
         return tuple(pid for pid in pids if pid not in kernel)
+
+
+def read_local_oom_kills(hierarchy: MemoryHierarchy, path: str) -> int | None:
+    """Kills counted in this cgroup itself, read now (v1 ``oom_control`` oom_kill, v2 ``events.local``).
+
+    Called right after a wake-up, before the runtime removes a dead container's cgroup; None when it is gone.
+    """
+    directory = hierarchy.path + ("" if path == "/" else path)
+    name = "memory.oom_control" if hierarchy.version == 1 else "memory.events.local"
+    try:
+        return parse_flat_keyed(read_once(os.path.join(directory, name))).get("oom_kill", 0)
+    except OSError:
+        return None

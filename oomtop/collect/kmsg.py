@@ -1,0 +1,521 @@
+"""OOM kills from the kernel log: /dev/kmsg records, or text pasted from dmesg, dmesg -T, journalctl -k.
+
+Everything here is pure: :func:`parse_kmsg_record` and :func:`records_from_text` turn raw input into
+:class:`LogRecord`s, and :class:`OomParser` is a state machine over records that yields one
+:class:`~oomtop.model.OomEvent` per kernel kill decision.  The only I/O is :func:`iter_kmsg`, which reads a file
+object it is given.  Nothing raises on hostile input: log text is written by the kernel on behalf of anyone who
+can name a process, and a strange line must never hide a kill.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO
+
+from oomtop.model import KernelCandidate, KilledTask, OomEvent
+
+PAGE_SIZE = 4096  # the log's tables are in pages; nr_ptes of older kernels are converted with this
+UNLIMITED_KB = 1 << 40  # 1 PiB: any logged limit this large is the kernel's "no limit" (9007199254740988kB)
+MAX_ROWS = 100_000  # task-table rows kept per block
+MAX_IDLE = 5_000  # unrelated records after which an unfinished block is given up
+
+_N = r"(\d{1,20})"  # at most 20 digits: int() stays cheap and every value fits the kernel's 64 bits
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One kernel log message; times are whatever the input form carried."""
+
+    seq: int | None
+    kernel_time_us: int | None  # since boot
+    wall_time: float | None  # seconds since the epoch
+    text: str
+
+
+# ------------------------------------------------------------------------------------------------- records
+
+
+_KMSG_B = re.compile(rb"\s*(\d{1,10}),(\d{1,20}),(\d{1,20})(?:,[^;\n]*)?;")
+
+
+def parse_kmsg_record(raw: bytes) -> LogRecord | None:
+    """A /dev/kmsg record ``<prio>,<seq>,<usec>,<flags>[,...];<text>\\n[ KEY=value\\n...]``; None if malformed."""
+    try:
+        m = _KMSG_B.match(raw)
+        if m is None:
+            return None
+        text = bytes(raw[m.end() :]).split(b"\n", 1)[0].decode("utf-8", "backslashreplace").rstrip("\r")
+        return LogRecord(int(m[2]), int(m[3]), None, text)
+    except Exception:  # noqa: BLE001 - not bytes, or anything else odd: not a record
+        return None
+
+
+def iter_kmsg(f: BinaryIO, bufsize: int = 16384) -> Iterator[LogRecord]:
+    """Records read from ``f`` (/dev/kmsg, or a saved raw capture) until EOF or EAGAIN.
+
+    /dev/kmsg returns one record per read; a reader that fell behind gets EPIPE once (records were lost, the
+    next ``seq`` jumps) and carries on.  Regular files return many lines per read; both are handled.
+    """
+    carry, lost = b"", 0
+    while True:
+        try:
+            chunk = f.read(bufsize)
+        except BrokenPipeError:
+            lost += 1
+            if lost > 1000:  # not /dev/kmsg's single EPIPE: give up rather than spin
+                break
+            continue
+        except (BlockingIOError, InterruptedError, OSError, ValueError):
+            break
+        if not chunk:
+            break
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            if line[:1] not in (b" ", b""):  # continuation lines (" KEY=value") carry no message text
+                record = parse_kmsg_record(line)
+                if record is not None:
+                    yield record
+    if carry and carry[:1] != b" ":
+        record = parse_kmsg_record(carry)
+        if record is not None:
+            yield record
+
+
+_KMSG = re.compile(r"(\d{1,10}),(\d{1,20}),(\d{1,20})(?:,[^;]*)?;(.*)")
+_PRIO = re.compile(r"<\d{1,4}>")  # dmesg -r
+_FACLEV = re.compile(r"[a-z0-9]{2,8} *: *(?:emerg|alert|crit|err|warn|notice|info|debug) *: ")  # dmesg -x
+_DMESG = re.compile(r"\[\s*(\d{1,15})\.(\d{1,9})\] ?(.*)")
+_DMESG_T = re.compile(r"\[[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\] ?(.*)")
+_SYSLOG = re.compile(
+    r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d{1,9})? (\S+) ([^\s:\[]+)(?:\[\d{1,10}\])?: ?(.*)"
+)
+_ISO = re.compile(
+    r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d:?\d\d)? (.*)"
+)
+_JOURNAL_KERNEL = re.compile(r"\S+ kernel(?:\[\d{1,10}\])?: ?(.*)")  # after a timestamp: "<host> kernel: text"
+_OTHER_BRACKET = re.compile(r"\[(?!\s*pid\s*\])(?=[^\]]*[^\d\s\]])[^\]\[]{1,40}\] ?(.*)")  # [+0.000012], [Apr27 22:56]
+_CALLER = re.compile(r"\[\s*[TC]\d{1,10}\] ?")  # CONFIG_PRINTK_CALLER
+_TIMED_FORMS = ("kmsg", "dmesg", "wall")
+
+
+def records_from_text(lines: Iterable[str | bytes], *, now: float | None = None) -> Iterator[LogRecord]:
+    """Records from log text, each line in whichever form it is (any mix): raw kmsg, dmesg, dmesg -r/-x/-T,
+    journalctl -k (short, short-precise, short-iso, short-monotonic), syslog files; other lines are plain
+    text records.  ``now`` (default: the clock) decides the year of syslog-style stamps, which have none.
+    """
+    now = time.time() if now is None else now
+    prev: LogRecord | None = None
+    prev_form = ""
+    for item in lines:
+        try:
+            chunk = item.decode("utf-8", "backslashreplace") if isinstance(item, (bytes, bytearray)) else str(item)
+            for line in chunk.split("\n"):
+                line = line.rstrip("\r")
+                if not line.strip():
+                    continue
+                parsed = _parse_line(line.lstrip(), now)
+                if parsed is None:
+                    if line[0] in " \t" and prev_form == "kmsg":
+                        continue  # a /dev/kmsg dictionary line (" SUBSYSTEM=acpi")
+                    if line[0] in " \t" and prev is not None and prev_form in _TIMED_FORMS:
+                        parsed = (LogRecord(prev.seq, prev.kernel_time_us, prev.wall_time, line.strip()), prev_form)
+                    else:
+                        parsed = (LogRecord(None, None, None, line), "plain")
+                prev, prev_form = parsed
+                yield prev
+        except Exception:  # noqa: BLE001 - one odd line must not end the input
+            continue
+
+
+def _parse_line(line: str, now: float) -> tuple[LogRecord, str] | None:
+    m = _KMSG.fullmatch(line)
+    if m:
+        return LogRecord(int(m[2]), int(m[3]), None, m[4]), "kmsg"
+    m = _PRIO.match(line)
+    if m:
+        line = line[m.end() :]
+    m = _FACLEV.match(line)
+    if m:
+        line = line[m.end() :]
+    m = _DMESG.fullmatch(line)
+    if m:
+        text = m[3]
+        inner = _JOURNAL_KERNEL.fullmatch(text)  # journalctl -o short-monotonic: "[  441.5] host kernel: text"
+        return LogRecord(None, _usec(m[1], m[2]), None, _uncaller(inner[1] if inner else text)), "dmesg"
+    m = _DMESG_T.fullmatch(line)
+    if m and m[1] in _MONTHS:
+        wall = _mktime(int(m[6]), _MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]), int(m[5]))
+        return LogRecord(None, None, wall, _uncaller(m[7])), "wall"
+    m = _ISO.fullmatch(line)
+    if m:
+        wall = _iso_time(m[1], m[2], m[3], m[4])
+        inner = _JOURNAL_KERNEL.fullmatch(m[5])
+        return _with_inner_stamp(inner[1] if inner else m[5], wall), "wall"  # else dmesg --time-format=iso
+    m = _SYSLOG.fullmatch(line)
+    if m and m[1] in _MONTHS:
+        if m[8] != "kernel":
+            return LogRecord(None, None, None, line), "other"  # another program's line: matches nothing
+        wall = _syslog_time(_MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]), int(m[5]), m[6], now)
+        return _with_inner_stamp(m[9], wall), "wall"
+    m = _OTHER_BRACKET.fullmatch(line)
+    if m:
+        return LogRecord(None, None, None, _uncaller(m[1])), "plain"
+    return None
+
+
+def _with_inner_stamp(text: str, wall: float | None) -> LogRecord:
+    m = _DMESG.fullmatch(text)  # syslog-style lines may still carry "[  441.532690] " from the kernel
+    if m:
+        return LogRecord(None, _usec(m[1], m[2]), wall, _uncaller(m[3]))
+    return LogRecord(None, None, wall, _uncaller(text))
+
+
+def _uncaller(text: str) -> str:
+    m = _CALLER.match(text)
+    return text[m.end() :] if m else text
+
+
+def _usec(seconds: str, fraction: str) -> int:
+    return int(seconds) * 1_000_000 + int(fraction.ljust(6, "0")[:6])
+
+
+def _mktime(year: int, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
+    try:
+        return time.mktime((year, month, day, hh, mm, ss, 0, 0, -1))  # local time, as dmesg -T prints it
+    except (OverflowError, ValueError):
+        return None
+
+
+def _syslog_time(month: int, day: int, hh: int, mm: int, ss: int, frac: str | None, now: float) -> float | None:
+    """Syslog stamps have no year: this year, or last year when that would lie in the future."""
+    year = time.localtime(now).tm_year
+    wall = _mktime(year, month, day, hh, mm, ss)
+    if wall is not None and wall > now + 86400:
+        wall = _mktime(year - 1, month, day, hh, mm, ss)
+    return None if wall is None else wall + (float(frac) if frac else 0.0)
+
+
+def _iso_time(date: str, clock: str, frac: str | None, tz: str | None) -> float | None:
+    try:
+        stamp = f"{date}T{clock}.{(frac or '0').ljust(6, '0')[:6]}"
+        if tz:
+            stamp += "+00:00" if tz == "Z" else (tz if ":" in tz else f"{tz[:3]}:{tz[3:]}")
+        return datetime.fromisoformat(stamp).timestamp()  # naive: local time
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------- blocks
+
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (tag, re.compile(pattern))
+    for tag, pattern in (
+        ("invoked", r"(.*) invoked oom-killer:(.*)"),
+        ("killed", r"(?:([^:]{1,80}): )?Killed process (\d{1,10}) \((.*)"),
+        ("reaper", r"oom_reaper: .*"),
+        ("row", r"\[\s*(\d{1,10})\]\s+(.*)"),
+        ("header", r"\[\s*pid\s*\]\s+(.*)"),
+        ("oomkill", r"oom-kill:(.*)"),
+        ("usage", rf"memory: usage {_N}kB, limit {_N}kB.*"),
+        ("memsw", rf"memory\+swap: usage {_N}kB, limit {_N}kB.*"),
+        ("swap", rf"swap: usage {_N}kB, limit {_N}kB.*"),
+        ("stats", r"Memory cgroup stats for (.*?):(?:(?:\\x0a| ).*)?"),
+        ("state", r"Tasks state \(memory values in pages\):?"),
+        ("taskin", r"Task in (.*) killed as a result of limit of (.*)"),
+        ("score", r"(?:([^:]{1,80}): )?Kill process (\d{1,10}) \((.*)\) score (-?\d{1,20}) or sacrifice child"),
+        ("sharing", r"Kill process (\d{1,10}) \((.*)\) sharing same memory"),
+        ("group", r"Tasks in (.*) are going to be killed due to memory\.oom\.group set"),
+        ("ram", rf"{_N} pages RAM"),
+        ("totalswap", rf"Total swap = {_N}kB"),
+    )
+)
+_STARTERS = {"oomkill", "usage", "memsw", "swap", "stats", "state", "header", "taskin", "score", "killed", "group"}
+_AFTER_KILL = {"killed", "reaper", "sharing", "group"}  # what may still follow a kill and belong to it
+_KILLED_KB = {k: re.compile(rf"{k}:{_N}kB") for k in ("total-vm", "anon-rss", "file-rss", "shmem-rss", "pgtables")}
+_UID = re.compile(rf"UID:{_N}")
+_ADJ = re.compile(r"oom_score_adj[:=](-?\d{1,5})")
+_OOMKILL_FULL = re.compile(rf"(?:^|,)(?:oom_memcg=(.*)|global_oom),task_memcg=(.*),task=(.*),pid={_N},uid={_N}")
+_OOMKILL_PART = re.compile(r"(?:^|,)(oom_memcg=([^,]*)|global_oom)(?:,task_memcg=([^,]*))?")
+
+
+def _classify(text: str) -> tuple[str, re.Match[str] | None]:
+    for tag, pattern in _RULES:
+        m = pattern.fullmatch(text)
+        if m:
+            return tag, m
+    return "other", None
+
+
+@dataclass(slots=True)
+class _Block:
+    """What one OOM block has said so far."""
+
+    first: LogRecord
+    last_us: int | None = None
+    kind: str | None = None  # from the oom-kill: line
+    memcg_hint: bool | None = None  # weaker evidence: "Task in", "memory: usage", the kill line's prefix
+    constraint: str | None = None
+    oom_cgroup: str | None = None
+    task_cgroup: str | None = None
+    stats_cgroup: str | None = None
+    usage_kb: int | None = None
+    limit_kb: int | None = None
+    memsw_kb: int | None = None
+    swap_kb: int | None = None
+    ram_pages: int | None = None
+    swap_total_kb: int | None = None
+    invoker: str | None = None
+    invoker_adj: int | None = None
+    columns: list[str] | None = None
+    rows: list[KernelCandidate] = field(default_factory=list)
+    group_path: str | None = None
+    logged_score: int | None = None
+    killed: list[KilledTask] = field(default_factory=list)
+    idle: int = 0
+
+
+class OomParser:
+    """Feeds on records; returns each OOM kill once it is complete (see :meth:`feed`).
+
+    ``source`` and ``historical`` are copied into every event (e.g. ``"kmsg"`` and True for the ring buffer's
+    backlog read at start).
+    """
+
+    def __init__(self, source: str = "log", historical: bool = False) -> None:
+        self.source = source
+        self.historical = historical
+        self._block: _Block | None = None
+        self._last_killed: frozenset[int] = frozenset()  # pids of the event emitted last
+
+    def feed(self, record: LogRecord) -> list[OomEvent]:
+        """Take one record; return the events it completed.  A kill's event is complete when a record that cannot
+        belong to it arrives (anything but further "Killed process" / oom_reaper / oom.group lines)."""
+        out: list[OomEvent] = []
+        try:
+            self._feed(record, out)
+        except Exception:  # noqa: BLE001 - never raise on input; keep a kill that was already complete
+            block, self._block = self._block, None
+            if block is not None and block.killed:
+                self._emit(block, out)
+        return out
+
+    def flush(self) -> list[OomEvent]:
+        """End of input (or a quiet period): the pending kill, if complete; an unfinished block is dropped."""
+        out: list[OomEvent] = []
+        block, self._block = self._block, None
+        if block is not None and block.killed:
+            self._emit(block, out)
+        return out
+
+    def pending_since(self) -> int | None:
+        """kernel_time_us of the last record of a complete event still waiting for more group kills, else None."""
+        block = self._block
+        return block.last_us if block is not None and block.killed else None
+
+    @property
+    def has_pending(self) -> bool:
+        """True when a complete event waits (also for inputs without kernel timestamps)."""
+        return self._block is not None and bool(self._block.killed)
+
+    def _feed(self, record: LogRecord, out: list[OomEvent]) -> None:
+        text = record.text.strip()
+        tag, m = _classify(text)
+        block = self._block
+        if block is not None and block.killed and tag not in _AFTER_KILL:
+            self._block = None
+            self._emit(block, out)
+            block = None
+        if tag == "invoked" or (block is None and tag in _STARTERS):
+            if tag == "killed" and m is not None and int(m[2]) in self._last_killed:
+                return  # the last kill's victim listed again after an unrelated line
+            block = self._block = _Block(record)
+            self._last_killed = frozenset()
+        elif block is None:
+            return
+        if record.kernel_time_us is not None:
+            block.last_us = record.kernel_time_us
+        if m is None:
+            block.idle += 1
+            if block.idle > MAX_IDLE and not block.killed:
+                self._block = None
+            return
+        block.idle = 0
+        self._absorb(block, tag, m)
+
+    def _absorb(self, b: _Block, tag: str, m: re.Match[str]) -> None:  # noqa: C901 - one branch per line kind
+        if tag == "invoked":
+            b.invoker = m[1]
+            adj = _ADJ.search(m[2])
+            b.invoker_adj = int(adj[1]) if adj else None
+        elif tag == "killed":
+            if b.memcg_hint is None and m[1]:
+                b.memcg_hint = m[1] == "Memory cgroup out of memory"
+            self._add_killed(b, _killed_task(int(m[2]), m[3]))
+        elif tag == "row":
+            if b.columns is not None and not b.killed and len(b.rows) < MAX_ROWS:
+                row = _row(b.columns, int(m[1]), m[2])
+                if row is not None:
+                    b.rows.append(row)
+        elif tag == "header":
+            columns = m[1].split()
+            b.columns = columns if columns and columns[-1] == "name" else None
+        elif tag == "oomkill":
+            _absorb_oomkill(b, m[1])
+        elif tag == "usage":
+            b.usage_kb, b.limit_kb, b.memcg_hint = int(m[1]), int(m[2]), True
+        elif tag == "memsw":
+            b.memsw_kb = int(m[2])
+        elif tag == "swap":
+            b.swap_kb = int(m[2])
+        elif tag == "stats":
+            b.stats_cgroup = b.stats_cgroup or m[1]
+        elif tag == "taskin":
+            b.task_cgroup, b.oom_cgroup = b.task_cgroup or m[1], b.oom_cgroup or m[2]
+            b.memcg_hint = True
+        elif tag == "score":
+            if b.memcg_hint is None and m[1]:
+                b.memcg_hint = m[1] == "Memory cgroup out of memory"
+            if b.logged_score is None:
+                b.logged_score = int(m[4])
+        elif tag == "sharing":
+            if b.killed:
+                self._add_killed(b, KilledTask(int(m[1]), m[2]))
+        elif tag == "group":
+            b.group_path = m[1]
+        elif tag == "ram":
+            b.ram_pages = int(m[1])
+        elif tag == "totalswap":
+            b.swap_total_kb = int(m[1])
+
+    @staticmethod
+    def _add_killed(b: _Block, task: KilledTask) -> None:
+        if all(k.pid != task.pid for k in b.killed):  # oom.group lists the victim a second time
+            b.killed.append(task)
+
+    def _emit(self, b: _Block, out: list[OomEvent]) -> None:
+        try:
+            out.append(self._build(b))
+            self._last_killed = frozenset(k.pid for k in b.killed if k.pid is not None)
+        except Exception:  # noqa: BLE001 - a block we cannot make sense of is not worth a traceback
+            pass
+
+    def _build(self, b: _Block) -> OomEvent:
+        if b.kind is not None:
+            kind = b.kind
+        elif b.memcg_hint is not None:
+            kind = "memcg" if b.memcg_hint else "global"
+        else:
+            kind = "memcg" if b.constraint == "CONSTRAINT_MEMCG" else "global"
+        limit = b.limit_kb * 1024 if b.limit_kb is not None and b.limit_kb < UNLIMITED_KB else None
+        swap_limit = None
+        if b.swap_kb is not None:  # v2 "swap: usage, limit": memory.swap.max itself
+            swap_limit = b.swap_kb * 1024 if b.swap_kb < UNLIMITED_KB else None
+        elif b.memsw_kb is not None and limit is not None and b.memsw_kb < UNLIMITED_KB:
+            swap_limit = max(0, b.memsw_kb * 1024 - limit)  # v1: memsw limit minus memory limit
+        first = b.first
+        return OomEvent(
+            kind=kind,
+            time=first.wall_time,
+            kernel_time_s=first.kernel_time_us / 1e6 if first.kernel_time_us is not None else None,
+            oom_cgroup="/" if kind == "global" else (b.oom_cgroup or b.stats_cgroup),
+            task_cgroup=b.task_cgroup,
+            victim=b.killed[0],
+            killed=tuple(b.killed),
+            candidates=tuple(b.rows),
+            usage_bytes=b.usage_kb * 1024 if b.usage_kb is not None else None,
+            limit_bytes=limit,
+            swap_limit_bytes=swap_limit,
+            node_ram_pages=b.ram_pages,
+            node_swap_bytes=b.swap_total_kb * 1024 if b.swap_total_kb is not None else None,
+            invoker_comm=b.invoker,
+            invoker_oom_score_adj=b.invoker_adj,
+            constraint=b.constraint,
+            oom_group_path=b.group_path,
+            logged_score=b.logged_score,
+            source=(self.source,),
+            historical=self.historical,
+            seq=first.seq,
+        )
+
+
+def _absorb_oomkill(b: _Block, body: str) -> None:
+    constraint = re.match(r"constraint=([A-Z_]+)", body)
+    b.constraint = constraint[1] if constraint else b.constraint
+    m = _OOMKILL_FULL.search(body)
+    if m:
+        oom, task = m[1], m[2]
+        is_global = m[1] is None
+    else:  # a cut line: take what is there
+        part = _OOMKILL_PART.search(body)
+        if part is None:
+            return
+        oom, task, is_global = part[2], part[3], part[1] == "global_oom"
+    b.kind = "global" if is_global else "memcg"
+    b.oom_cgroup = None if is_global else (oom or b.oom_cgroup)
+    b.task_cgroup = task or b.task_cgroup
+
+
+def _killed_task(pid: int, rest: str) -> KilledTask:
+    """``<comm>) total-vm:NkB, anon-rss:NkB, file-rss:NkB, shmem-rss:NkB, UID:N pgtables:NkB oom_score_adj:N``
+    (after "Killed process <pid> ("); every field is optional, comm may hold spaces and parentheses."""
+    cut = rest.rfind(")")
+    comm, tail = (rest[:cut], rest[cut + 1 :]) if cut >= 0 else (rest, "")
+    kb = {}
+    for key, pattern in _KILLED_KB.items():
+        m = pattern.search(tail)
+        kb[key] = int(m[1]) * 1024 if m else None
+    uid, adj = _UID.search(tail), _ADJ.search(tail)
+    return KilledTask(
+        pid, comm, anon_rss_bytes=kb["anon-rss"], file_rss_bytes=kb["file-rss"], shmem_rss_bytes=kb["shmem-rss"],
+        total_vm_bytes=kb["total-vm"], uid=int(uid[1]) if uid else None, pgtables_bytes=kb["pgtables"],
+        oom_score_adj=int(adj[1]) if adj else None,
+    )  # fmt: skip
+
+
+def _row(columns: list[str], pid: int, rest: str) -> KernelCandidate | None:
+    """One task-table row, read by the header's column names (the last column, name, may hold spaces)."""
+    numeric = columns[:-1]
+    parts = rest.split(None, len(numeric))
+    if len(parts) < len(numeric):
+        return None
+    values: dict[str, int] = {}
+    for name, token in zip(numeric, parts):
+        if len(token) > 21:
+            return None
+        try:
+            values[name] = int(token)
+        except ValueError:
+            return None
+    comm = parts[len(numeric)] if len(parts) > len(numeric) else ""
+    anon, file_, shmem = values.get("rss_anon"), values.get("rss_file"), values.get("rss_shmem")
+    rss = values.get("rss")
+    if rss is None:
+        rss = sum(v for v in (anon, file_, shmem) if v is not None)
+    pgtables = values.get("pgtables_bytes")
+    if pgtables is None and "nr_ptes" in values:  # before 4.15: page-table pages (PTE and PMD levels)
+        pgtables = (values["nr_ptes"] + values.get("nr_pmds", 0)) * PAGE_SIZE
+    return KernelCandidate(
+        pid=pid, comm=comm, oom_score_adj=values.get("oom_score_adj", 0), rss_pages=rss, uid=values.get("uid"),
+        tgid=values.get("tgid"), total_vm_pages=values.get("total_vm"), rss_anon_pages=anon, rss_file_pages=file_,
+        rss_shmem_pages=shmem, pgtables_bytes=pgtables, swapents=values.get("swapents"),
+    )  # fmt: skip
+
+
+def parse_log(text: str | bytes, *, source: str = "log", now: float | None = None) -> list[OomEvent]:
+    """Every complete OOM kill in a log text (any of the forms :func:`records_from_text` reads)."""
+    events: list[OomEvent] = []
+    parser = OomParser(source=source)
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", "backslashreplace")
+        for record in records_from_text(str(text).split("\n"), now=now):
+            events.extend(parser.feed(record))
+    except Exception:  # noqa: BLE001 - cannot happen by design; keep what was found
+        pass
+    return events + parser.flush()

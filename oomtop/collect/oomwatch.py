@@ -1,0 +1,402 @@
+"""Live OOM detection: the kernel log, the cgroup counters and fast wake-ups, merged so each kill is one event.
+
+Three detectors see a kill, each with its own blind spot:
+
+- the kernel log (/dev/kmsg) names the victim, its cgroup and the candidate table, but needs root or CAP_SYSLOG;
+- the cgroups' own counters (v1 ``oom_control`` oom_kill, v2 ``memory.events.local``) need no privilege, but a
+  container's cgroup is often removed right after its kill, and v1 counts only in the victim's own cgroup;
+- wake-ups (v1 eventfd, v2 inotify; :mod:`oomtop.collect.wakeups`) say *when*, at once, so the counters are read
+  before the runtime removes the cgroup, instead of at the next poll.
+
+The watcher emits a log event as soon as its block is complete (it then reads the victim cgroup's counter to add
+that detector), and a counter increment that no log event explains after a short grace period becomes an event of
+its own: pod and container from the path, no victim details.  On v2 the parents' hierarchical counters catch kills
+in children that vanished between polls.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from oomtop.collect.cgroupfs import MemoryHierarchy, read_local_oom_kills
+from oomtop.collect.identity import NodeNames, identify
+from oomtop.collect.kmsg import LogRecord, OomParser, parse_kmsg_record
+from oomtop.collect.wakeups import OomWakeups, WakeupsUnavailable
+from oomtop.model import KilledTask, OomEvent, Sample
+from oomtop.rank import is_under, predict
+
+LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart are not the same kill
+QUIET_FLUSH_S = 0.05  # a complete log block with nothing after it for this long is emitted
+
+
+class KmsgStream:
+    """/dev/kmsg, non-blocking.  A reader that falls behind gets EPIPE once and carries on (records are lost)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.last_seq: int | None = None
+        self.lost = 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, limit: int = 100_000) -> list[LogRecord]:
+        records: list[LogRecord] = []
+        while len(records) < limit:
+            try:
+                raw = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                self.lost += 1  # overwritten before we read them; the seq gap below counts how many
+                continue
+            except InterruptedError:
+                continue
+            if not raw:
+                break
+            record = parse_kmsg_record(raw)
+            if record is None:
+                continue
+            if record.seq is not None:
+                if self.last_seq is not None and record.seq > self.last_seq + 1:
+                    self.lost += record.seq - self.last_seq - 1
+                self.last_seq = record.seq
+            records.append(record)
+        return records
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(slots=True)
+class _Increment:
+    """Kills a counter showed that no log event has explained yet."""
+
+    path: str
+    count: int
+    seen_at: float
+    sources: set[str]
+    vanished_child: bool = False  # v2: a parent's hierarchical counter moved for a child that is gone
+
+
+@dataclass(slots=True)
+class _Logged:
+    """A log event already emitted, still able to absorb the counter increments its kill causes."""
+
+    event: OomEvent
+    seen_at: float
+    absorb: int  # how many counter increments it may still explain (one per killed task)
+    paths: tuple[str, ...] = field(default=())
+
+
+class OomWatcher:
+    """Feed it records, wake-ups and Samples; it returns OomEvents, each kill once."""
+
+    def __init__(
+        self,
+        hierarchy: MemoryHierarchy | None,
+        kmsg_path: str | None = "/dev/kmsg",
+        names: NodeNames | None = None,
+        grace_s: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hierarchy = hierarchy
+        self.names = names or NodeNames.empty()
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self.notices: list[str] = []
+        self._parser = OomParser()
+        self._kmsg: KmsgStream | None = None
+        self._history: list[OomEvent] = []
+        self._samples: deque[Sample] = deque(maxlen=4)
+        self._counts: dict[str, int] = {}
+        self._hier_counts: dict[str, int] = {}
+        self._pending: list[_Increment] = []
+        self._logged: deque[_Logged] = deque()
+        self._first_sample = True
+        self._last_record_at = 0.0
+        self.grace_s = grace_s
+        if kmsg_path is not None:
+            self._open_kmsg(kmsg_path)
+        self.wakeups: OomWakeups | None = None
+        if hierarchy is not None:
+            try:
+                self.wakeups = OomWakeups(hierarchy.path, hierarchy.version)
+            except (WakeupsUnavailable, OSError) as error:
+                self.notices.append(f"no fast OOM wake-ups ({error}): kills are seen at the next poll")
+        if self._kmsg is None:
+            self.grace_s = 0.0  # no log will come to explain a counter: emit at once
+
+    # ------------------------------------------------------------------------------------------ kernel log
+
+    def _open_kmsg(self, path: str) -> None:
+        try:
+            stream = KmsgStream(path)
+            records = stream.read()
+        except OSError as error:
+            reason = "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else (error.strerror or str(error))
+            self.notices.append(
+                f"cannot read the kernel log {path} ({reason}): OOM kills are detected from cgroup counters only, "
+                "with pod and container but no victim details; run as root (or with CAP_SYSLOG) for those"
+            )
+            return
+        self._kmsg = stream
+        offset = self._wall_clock() - self._monotonic()
+        for event in self._parser_events(records) + self._parser.flush():
+            self._history.append(self._finish(event, historical=True, clock_offset=offset))
+
+    def _parser_events(self, records: list[LogRecord]) -> list[OomEvent]:
+        events: list[OomEvent] = []
+        for record in records:
+            events.extend(self._parser.feed(record))
+        return events
+
+    def history(self) -> list[OomEvent]:
+        """Kills already in the kernel's ring buffer when the watcher started (marked ``historical``)."""
+        return list(self._history)
+
+    def kmsg_fileno(self) -> int | None:
+        return self._kmsg.fileno() if self._kmsg is not None else None
+
+    def on_kmsg(self) -> list[OomEvent]:
+        """New kernel log records are readable: parse them, emit finished kills."""
+        if self._kmsg is None:
+            return []
+        records = self._kmsg.read()
+        if records:
+            self._last_record_at = self._monotonic()
+        return [self._emit_logged(event) for event in self._parser_events(records)]
+
+    # ------------------------------------------------------------------------------------ counter detectors
+
+    def wakeup_fileno(self) -> int | None:
+        return self.wakeups.fileno() if self.wakeups is not None else None
+
+    def on_wakeup(self) -> list[OomEvent]:
+        """Some cgroups signalled an OOM: read their counters now, before a dead container's cgroup goes."""
+        if self.wakeups is None or self.hierarchy is None:
+            return []
+        source = "eventfd" if self.hierarchy.version == 1 else "inotify"
+        now = self._monotonic()
+        for path in self.wakeups.drain():
+            count = read_local_oom_kills(self.hierarchy, path)
+            if count is not None:
+                self._count(path, count, now, source)
+        return self.on_kmsg() + self._expire(now)
+
+    def _count(self, path: str, value: int, now: float, source: str, new: bool = False) -> None:
+        known = self._counts.get(path)
+        self._counts[path] = value
+        if known is None:
+            if not new or value <= 0:
+                return
+            known = 0
+        if value < known:  # the path was removed and made again: a new cgroup, counting from zero
+            known = 0
+        if value > known:
+            self._add_increment(path, value - known, now, {source})
+
+    def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
+        for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
+            if logged.absorb > 0 and any(path == p or is_under(path, p) for p in logged.paths):
+                used = min(count, logged.absorb)
+                logged.absorb -= used
+                count -= used
+                if count == 0:
+                    return
+        for pending in self._pending:
+            if pending.path == path and pending.vanished_child == vanished:
+                pending.count += count
+                pending.sources |= sources
+                return
+        self._pending.append(_Increment(path, count, now, set(sources), vanished))
+
+    def on_sample(self, sample: Sample) -> list[OomEvent]:
+        """A new Sample: keep it for predictions, follow its counters, re-sync the wake-up registrations."""
+        now = self._monotonic()
+        self._samples.append(sample)
+        new = not self._first_sample
+        v2 = sample.node.cgroup_version == 2
+        paths = set()
+        for cgroup in sample.cgroups:
+            paths.add(cgroup.path)
+            local = cgroup.oom_kills_local if v2 else cgroup.oom_kills
+            if local is not None:
+                self._count(cgroup.path, local, now, "counter", new)
+        if v2:
+            self._follow_hierarchical(sample, now, new)
+        for path in [p for p in self._counts if p not in paths]:
+            del self._counts[path]
+        self._first_sample = False
+        if self.wakeups is not None:
+            self.wakeups.sync(paths)
+            if self.wakeups.error and self.wakeups.error not in self.notices:
+                self.notices.append(self.wakeups.error)
+        return self._expire(now)
+
+    def _follow_hierarchical(self, sample: Sample, now: float, new: bool) -> None:
+        """v2: a parent's hierarchical oom_kill that moved more than its living children explain counts kills in
+        children that were created and removed between two polls."""
+        previous = dict(self._hier_counts)
+        current = {cgroup.path: cgroup.oom_kills for cgroup in sample.cgroups}
+        self._hier_counts = current
+        if not new:
+            return
+        children: dict[str, list[str]] = {}
+        for cgroup in sample.cgroups:
+            if cgroup.parent_path is not None:
+                children.setdefault(cgroup.parent_path, []).append(cgroup.path)
+        for cgroup in sample.cgroups:
+            if cgroup.path not in previous or cgroup.oom_kills_local is None:
+                continue
+            delta = current[cgroup.path] - previous[cgroup.path]
+            if delta <= 0:
+                continue
+            explained = 0
+            for child in children.get(cgroup.path, ()):
+                explained += current[child] - previous.get(child, 0)
+            local_delta = cgroup.oom_kills_local - (self._local_before(cgroup.path) or 0)
+            unexplained = delta - explained - max(0, local_delta)
+            if unexplained > 0:
+                self._add_increment(cgroup.path, unexplained, now, {"counter"}, vanished=True)
+
+    def _local_before(self, path: str) -> int | None:
+        if len(self._samples) < 2:
+            return None
+        for cgroup in self._samples[-2].cgroups:
+            if cgroup.path == path:
+                return cgroup.oom_kills_local
+        return None
+
+    def tick(self) -> list[OomEvent]:
+        """Called every few tens of ms: emit what waited long enough (quiet log blocks, unexplained counters)."""
+        now = self._monotonic()
+        events: list[OomEvent] = []
+        if self._kmsg is not None and now - self._last_record_at >= QUIET_FLUSH_S:
+            events.extend(self._emit_logged(event) for event in self._parser.flush())
+        return events + self._expire(now)
+
+    def _expire(self, now: float) -> list[OomEvent]:
+        while self._logged and now - self._logged[0].seen_at > LOG_MATCH_WINDOW_S:
+            self._logged.popleft()
+        ready = [p for p in self._pending if now - p.seen_at >= self.grace_s]
+        self._pending = [p for p in self._pending if now - p.seen_at < self.grace_s]
+        return [self._counter_event(p) for p in ready]
+
+    # ------------------------------------------------------------------------------------------- building
+
+    def _emit_logged(self, event: OomEvent) -> OomEvent:
+        now = self._monotonic()
+        event = self._finish(event, historical=False, clock_offset=self._wall_clock() - now)
+        sources = set(event.source) | {"kmsg"}
+        paths = tuple(p for p in (event.oom_group_path, event.task_cgroup) if p)
+        absorb = max(1, len(event.killed))
+        # Explain increments already seen, and read the victim's counter now so it is not counted again later.
+        for pending in list(self._pending):
+            if absorb and any(pending.path == p or is_under(pending.path, p) for p in paths):
+                used = min(absorb, pending.count)
+                absorb -= used
+                pending.count -= used
+                sources |= pending.sources
+                if pending.count == 0:
+                    self._pending.remove(pending)
+        if self.hierarchy is not None and event.task_cgroup and absorb:
+            count = read_local_oom_kills(self.hierarchy, event.task_cgroup)
+            known = self._counts.get(event.task_cgroup)
+            if count is not None and known is not None and count > known:
+                used = min(absorb, count - known)
+                absorb -= used
+                self._counts[event.task_cgroup] = known + used
+                sources.add("counter")
+        self._logged.append(_Logged(event, now, absorb, paths))
+        return replace(event, source=tuple(sorted(sources)))
+
+    def _finish(self, event: OomEvent, historical: bool, clock_offset: float) -> OomEvent:
+        """Identity, wall time and the prediction of the last sample taken before the kill."""
+        time_s = event.time
+        if time_s is None and event.kernel_time_s is not None:
+            time_s = clock_offset + event.kernel_time_s
+        path = event.task_cgroup or event.oom_cgroup
+        pod, container = self._identity(path)
+        predicted = None if historical else self._predicted(event.oom_cgroup, event.kind, event.kernel_time_s)
+        return replace(
+            event,
+            time=time_s,
+            historical=historical,
+            pod=event.pod or pod,
+            container=event.container or container,
+            predicted_victim_pid=predicted,
+            source=event.source or ("kmsg",),
+        )
+
+    def _identity(self, path: str | None):  # type: ignore[no-untyped-def]
+        if not path:
+            return None, None
+        for sample in reversed(self._samples):
+            for cgroup in sample.cgroups:
+                if cgroup.path == path:
+                    return cgroup.identity.pod, cgroup.identity.container
+        identity = identify(path, self.names)
+        if identity.pod is not None and identity.pod.name is None:
+            self.names = self.names.refresh()
+            identity = identify(path, self.names)
+        return identity.pod, identity.container
+
+    def _sample_before(self, kernel_time_s: float | None) -> Sample | None:
+        if not self._samples:
+            return None
+        if kernel_time_s is None:
+            return self._samples[-1]
+        before = [s for s in self._samples if s.monotonic <= kernel_time_s]
+        return before[-1] if before else None
+
+    def _predicted(self, domain: str | None, kind: str, kernel_time_s: float | None) -> int | None:
+        sample = self._sample_before(kernel_time_s)
+        if sample is None:
+            return None
+        prediction = predict(sample)
+        if kind == "global":
+            return prediction.node.victim.pid if prediction.node.victim else None
+        verdict = prediction.by_domain.get(domain or "")
+        return verdict.victim.pid if verdict and verdict.victim else None
+
+    def _counter_event(self, pending: _Increment) -> OomEvent:
+        pod, container = self._identity(pending.path)
+        domain = None
+        predicted = None
+        sample = self._samples[-2] if len(self._samples) >= 2 else (self._samples[-1] if self._samples else None)
+        if sample is not None and not pending.vanished_child:
+            prediction = predict(sample)
+            domain = prediction.nearest_limit.get(pending.path)
+            verdict = prediction.by_domain.get(domain or "")
+            predicted = verdict.victim.pid if verdict and verdict.victim else None
+        return OomEvent(
+            kind="memcg",
+            time=self._wall_clock(),
+            kernel_time_s=None,
+            oom_cgroup=domain,
+            task_cgroup=None if pending.vanished_child else pending.path,
+            victim=KilledTask(pid=None, comm=None),
+            killed=(),
+            source=tuple(sorted(pending.sources)),
+            pod=None if pending.vanished_child else pod,
+            container=None if pending.vanished_child else container,
+            predicted_victim_pid=predicted,
+            count=pending.count,
+            detected_in=pending.path,
+        )
+
+    def close(self) -> None:
+        if self._kmsg is not None:
+            self._kmsg.close()
+        if self.wakeups is not None:
+            self.wakeups.close()

@@ -1,0 +1,148 @@
+"""Fast OOM wake-ups: be told the moment a cgroup OOMs instead of waiting for the next poll.
+
+cgroup v1: an eventfd registered through ``cgroup.event_control`` against ``memory.oom_control``.  Checked on
+this kernel (6.18, v1): an OOM in domain D signals the eventfds of D *and of every cgroup below D* (not of its
+ancestors; the root never fires), and ``oom_control``'s ``oom_kill`` counts only in the victim's own cgroup.  So
+registering on every cgroup catches every memcg OOM, pod-level ones included.
+cgroup v2: ``memory.events`` raises a file-modified event on every change; inotify on it wakes us.
+
+All registrations share one epoll descriptor, so a caller polls a single fd (``fileno()``) and then asks which
+cgroups woke (``drain()``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import select
+
+from oomtop.collect.inotify import IN_MODIFY, Inotify, InotifyUnavailable
+
+
+class WakeupsUnavailable(OSError):
+    """No fast wake-ups here (no permission, no eventfd/inotify); the poll's counters still catch kills."""
+
+
+def _eventfd() -> int:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fd = libc.eventfd(0, os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return fd
+
+
+class OomWakeups:
+    """Registrations on a set of cgroups, kept in step with the Samples by :meth:`sync`."""
+
+    def __init__(self, hierarchy_path: str, version: int) -> None:
+        self.hierarchy_path = hierarchy_path
+        self.version = version
+        self._epoll = select.epoll()
+        self._paths: set[str] = set()
+        self._v1: dict[str, tuple[int, int]] = {}  # path -> (eventfd, oom_control fd)
+        self._v1_by_fd: dict[int, str] = {}
+        self._inotify: Inotify | None = None
+        self.error: str | None = None
+        if version == 2:
+            try:
+                self._inotify = Inotify()
+            except InotifyUnavailable as error:
+                raise WakeupsUnavailable(str(error)) from error
+            self._epoll.register(self._inotify.fd, select.EPOLLIN)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def _directory(self, path: str) -> str:
+        return self.hierarchy_path + ("" if path == "/" else path)
+
+    def sync(self, paths: set[str]) -> None:
+        """Watch exactly these cgroups (new ones added, removed ones dropped)."""
+        for path in paths - self._paths:
+            if self._add(path):
+                self._paths.add(path)
+        for path in self._paths - paths:
+            self._remove(path)
+            self._paths.discard(path)
+
+    def _add(self, path: str) -> bool:
+        directory = self._directory(path)
+        if self.version == 2:
+            assert self._inotify is not None
+            if path == "/":
+                return False  # the root has no memory.events
+            try:
+                return self._inotify.add(os.path.join(directory, "memory.events"), IN_MODIFY)
+            except InotifyUnavailable as error:
+                self.error = f"inotify: {error}"
+                return False
+        if path == "/":
+            return False  # v1 never signals the root's eventfd
+        event_fd = control_fd = -1
+        try:
+            event_fd = _eventfd()
+            control_fd = os.open(os.path.join(directory, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            writer = os.open(os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(writer, f"{event_fd} {control_fd}".encode())
+            finally:
+                os.close(writer)
+            self._epoll.register(event_fd, select.EPOLLIN)
+        except OSError as error:
+            for fd in (event_fd, control_fd):
+                if fd >= 0:
+                    os.close(fd)
+            if isinstance(error, PermissionError):
+                self.error = "cgroup.event_control is not writable (not root): OOM kills are seen at the next poll"
+            return False
+        self._v1[path] = (event_fd, control_fd)
+        self._v1_by_fd[event_fd] = path
+        return True
+
+    def _remove(self, path: str) -> None:
+        if self.version == 2:
+            if self._inotify is not None:
+                self._inotify.remove(os.path.join(self._directory(path), "memory.events"))
+            return
+        fds = self._v1.pop(path, None)
+        if fds is None:
+            return
+        event_fd, control_fd = fds
+        self._v1_by_fd.pop(event_fd, None)
+        try:
+            self._epoll.unregister(event_fd)
+        except (OSError, ValueError):
+            pass
+        os.close(event_fd)
+        os.close(control_fd)
+
+    def drain(self) -> set[str]:
+        """The cgroups that signalled since the last call (non-blocking)."""
+        woke: set[str] = set()
+        for fd, _mask in self._epoll.poll(0):
+            if self._inotify is not None and fd == self._inotify.fd:
+                root = self.hierarchy_path
+                for file_path, _event_mask, _name in self._inotify.read():
+                    if file_path is not None:
+                        directory = os.path.dirname(file_path)
+                        woke.add(directory[len(root) :] or "/")
+                continue
+            path = self._v1_by_fd.get(fd)
+            if path is None:
+                continue
+            try:
+                os.read(fd, 8)
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            woke.add(path)
+        return woke
+
+    def close(self) -> None:
+        for path in list(self._v1):
+            self._remove(path)
+        if self._inotify is not None:
+            self._inotify.close()
+        self._epoll.close()

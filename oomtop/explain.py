@@ -1,0 +1,315 @@
+"""Why the kernel killed the task it killed: the logged task table re-scored with the kernel's arithmetic.
+
+``oomtop explain`` reads a kernel log (see :mod:`oomtop.collect.kmsg`), and for each kill ranks the task table
+the kernel printed exactly as ``oom_badness()`` did (:mod:`oomtop.rank`), then says whether the victim was the
+top candidate and why.  Pure functions; the text view passes every piece of system text through
+:func:`oomtop.text.printable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from oomtop.collect.identity import NodeNames, identify
+from oomtop.model import KernelCandidate, KilledTask, OomEvent
+from oomtop.rank import OOM_SCORE_ADJ_MIN, normalised_score
+from oomtop.text import format_bytes, printable
+
+TOP_ROWS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RankedCandidate:
+    """One logged task with the kernel's verdict on it; ``score`` is None when the domain size is unknown."""
+
+    pid: int
+    comm: str
+    points: int
+    score: int | None
+    oom_score_adj: int
+    rss_pages: int
+    swapents: int
+    pgtables_bytes: int
+    eligible: bool  # False for oom_score_adj -1000 and init: the kernel never picks them
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    ranking: tuple[RankedCandidate, ...]  # eligible first, highest points first; among ties the later row first
+    totalpages: int | None  # the OOM domain in pages, None when the log did not give its size
+    victim_is_top: bool | None  # None when there is no table (or no eligible row) to compare with
+    top: RankedCandidate | None
+    victim_rank: int | None  # 1-based place of the victim in the ranking, None when it is not in the table
+    why: str
+    notes: tuple[str, ...] = ()
+
+
+def domain_pages(event: OomEvent, page_size: int = 4096) -> int | None:
+    """``totalpages`` of the kill: memcg limit + min(swap allowance, node swap); global RAM + swap."""
+    if event.kind == "global":
+        if event.node_ram_pages is None:
+            return None
+        return event.node_ram_pages + (event.node_swap_bytes or 0) // page_size
+    if event.limit_bytes is None:
+        return None
+    allowance, node_swap = event.swap_limit_bytes, event.node_swap_bytes
+    if allowance is None:  # unlimited (or not logged): capped by the node's swap, when the log says it
+        swap = node_swap or 0
+    else:
+        swap = allowance if node_swap is None else min(allowance, node_swap)
+    return event.limit_bytes // page_size + swap // page_size
+
+
+def rank_candidates(event: OomEvent, page_size: int = 4096) -> list[RankedCandidate]:
+    """The logged task table scored as ``oom_badness()`` does, best candidate first (the kernel's ``>=``: among
+    equal points the later-listed task wins, so it comes first)."""
+    totalpages = domain_pages(event, page_size)
+    per_adj = totalpages // 1000 if totalpages else 0
+    scored: list[tuple[bool, int, int, RankedCandidate]] = []
+    for index, row in enumerate(event.candidates):
+        rss = _rss(row)
+        swap = row.swapents or 0
+        pgtables = row.pgtables_bytes or 0
+        points = rss + swap + pgtables // page_size + row.oom_score_adj * per_adj
+        eligible = row.oom_score_adj != OOM_SCORE_ADJ_MIN and row.pid != 1
+        score = normalised_score(points, totalpages) if totalpages else None
+        ranked = RankedCandidate(row.pid, row.comm, points, score, row.oom_score_adj, rss, swap, pgtables, eligible)
+        scored.append((eligible, points, index, ranked))
+    scored.sort(key=lambda item: (item[0], item[1], item[2]), reverse=True)
+    return [item[3] for item in scored]
+
+
+def _rss(row: KernelCandidate) -> int:
+    if row.rss_pages or all(v is None for v in (row.rss_anon_pages, row.rss_file_pages, row.rss_shmem_pages)):
+        return row.rss_pages
+    return (row.rss_anon_pages or 0) + (row.rss_file_pages or 0) + (row.rss_shmem_pages or 0)
+
+
+def explain(event: OomEvent, page_size: int = 4096) -> Explanation:
+    """The ranking and a plain sentence on why this victim (or why not the one oomtop would have expected)."""
+    ranking = tuple(rank_candidates(event, page_size))
+    totalpages = domain_pages(event, page_size)
+    per_adj = totalpages // 1000 if totalpages else 0
+    victim = event.victim
+    notes: list[str] = []
+    if totalpages is None and ranking:
+        notes.append("the log did not give the OOM domain's size: oom_score_adj is left out and no score is shown")
+    rank = next((i for i, c in enumerate(ranking, 1) if c.pid == victim.pid), None)
+    if rank is None:
+        rank = next((i for i, c in enumerate(ranking, 1) if _tgid(event, c.pid) == victim.pid), None)
+    eligible = [c for c in ranking if c.eligible]
+    top = eligible[0] if eligible else None
+    who = f"pid {victim.pid} {victim.comm or '?'}"
+    if top is None:
+        why = f"the kernel killed {who}; the log has no task table to rank" if not ranking else (
+            f"the kernel killed {who}, but no task in the logged table was eligible (all oom_score_adj -1000)")
+        return Explanation(ranking, totalpages, None, None, rank, why, tuple(notes))
+    victim_row = ranking[rank - 1] if rank is not None else None
+    is_top = victim_row is not None and victim_row.pid == top.pid
+    if victim_row is not None and is_top:
+        why = f"{who} had the most points: {_sum(victim_row, per_adj, totalpages, page_size)}"
+        ties = [c for c in eligible if c.points == victim_row.points and c.pid != victim_row.pid]
+        if ties:
+            why += f"; tied with {', '.join(f'pid {c.pid}' for c in ties)}: the kernel keeps the later-listed task"
+    else:
+        why = f"{who} was not the top candidate: pid {top.pid} {top.comm} had {top.points} points"
+        if victim_row is None:
+            why += ", and the victim is not in the table"
+        elif victim_row.points == top.points:
+            why += f", as many as the victim, and comes later in the table (the kernel keeps the later task on a tie)"
+        else:
+            why += f" against {victim_row.points}"
+        why += ". " + _not_top_reason(event, top, victim_row)
+    if event.logged_score is not None and victim_row is not None and victim_row.score is not None:
+        if event.logged_score != victim_row.score:
+            notes.append(f"the kernel logged score {event.logged_score}; the table gives {victim_row.score}")
+    return Explanation(ranking, totalpages, is_top, top, rank, why, tuple(notes))
+
+
+def _tgid(event: OomEvent, pid: int) -> int | None:
+    return next((row.tgid for row in event.candidates if row.pid == pid), None)
+
+
+def _sum(c: RankedCandidate, per_adj: int, totalpages: int | None, page_size: int) -> str:
+    adj = f"+ {c.oom_score_adj} × {per_adj} adj" if c.oom_score_adj >= 0 else f"- {-c.oom_score_adj} × {per_adj} adj"
+    text = f"{c.rss_pages} rss + {c.swapents} swap + {c.pgtables_bytes // page_size} page-table pages {adj}"
+    text += f" = {c.points}"
+    if totalpages:
+        text += f" of {totalpages} pages (score {c.score})"
+    return text
+
+
+def _not_top_reason(event: OomEvent, top: RankedCandidate, victim: RankedCandidate | None) -> str:
+    killed = {k.pid for k in event.killed}
+    if event.oom_group_path is not None and top.pid in killed:
+        return (f"It died in the memory.oom.group kill of {event.oom_group_path}, which killed every task there, "
+                f"pid {top.pid} included; the log listed it first")
+    if victim is None:
+        return "The task table is incomplete (cut, or taken in another cgroup), so the victim could not be ranked"
+    if event.logged_score is not None:
+        return ("This kernel is older than 5.1: it may have sacrificed a child of the task it chose, or taken 3% off "
+                "a root-owned task's points")
+    return ("Likely the task table was taken after the choice: memory moved between the kernel's pick and its "
+            "dump (the victim was freeing memory, or another task grew in the last allocations)")
+
+
+# ------------------------------------------------------------------------------------------------ views
+
+
+def with_identity(event: OomEvent, names: NodeNames | None = None) -> OomEvent:
+    """The event with ``pod`` and ``container`` filled from its cgroup path (and node-local names, if given)."""
+    path = event.task_cgroup or event.oom_cgroup
+    if not path:
+        return event
+    ident = identify(path, names)
+    return replace(event, pod=ident.pod or event.pod, container=ident.container or event.container)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    try:
+        return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _task_json(task: KilledTask) -> dict[str, Any]:
+    parts = (task.anon_rss_bytes, task.file_rss_bytes, task.shmem_rss_bytes)
+    return {
+        "pid": task.pid, "comm": task.comm, "anon_rss_bytes": task.anon_rss_bytes,
+        "file_rss_bytes": task.file_rss_bytes, "shmem_rss_bytes": task.shmem_rss_bytes,
+        "rss_bytes": None if all(p is None for p in parts) else sum(p or 0 for p in parts),
+        "oom_score_adj": task.oom_score_adj, "total_vm_bytes": task.total_vm_bytes, "uid": task.uid,
+        "pgtables_bytes": task.pgtables_bytes,
+    }  # fmt: skip
+
+
+def event_to_json(event: OomEvent, explanation: Explanation | None = None) -> dict[str, Any]:
+    """One kill as a JSON-ready dict (the ``oomtop explain --json`` contract); system text is kept as-is."""
+    exp = explanation if explanation is not None else explain(event)
+    pod, ctr = event.pod, event.container
+    return {
+        "time": _iso(event.time),
+        "time_epoch": event.time,
+        "kernel_time_s": event.kernel_time_s,
+        "seq": event.seq,
+        "kind": event.kind,
+        "oom_cgroup": event.oom_cgroup,
+        "task_cgroup": event.task_cgroup,
+        "victim": _task_json(event.victim),
+        "killed": [_task_json(k) for k in event.killed],
+        "pod": None if pod is None else {"uid": pod.uid, "name": pod.name, "namespace": pod.namespace,
+                                          "qos": pod.qos.value},
+        "container": None if ctr is None else {"id": ctr.id, "name": ctr.name, "runtime": ctr.runtime,
+                                                "sandbox": ctr.is_sandbox},
+        "candidates": [
+            {"pid": c.pid, "comm": c.comm, "score": c.score, "points": c.points, "oom_score_adj": c.oom_score_adj,
+             "rss_pages": c.rss_pages, "swapents": c.swapents, "pgtables_bytes": c.pgtables_bytes,
+             "eligible": c.eligible}
+            for c in exp.ranking
+        ],
+        "totalpages": exp.totalpages,
+        "usage_bytes": event.usage_bytes,
+        "limit_bytes": event.limit_bytes,
+        "swap_limit_bytes": event.swap_limit_bytes,
+        "node_ram_pages": event.node_ram_pages,
+        "node_swap_bytes": event.node_swap_bytes,
+        "invoker_comm": event.invoker_comm,
+        "invoker_oom_score_adj": event.invoker_oom_score_adj,
+        "constraint": event.constraint,
+        "oom_group_path": event.oom_group_path,
+        "logged_score": event.logged_score,
+        "victim_is_top": exp.victim_is_top,
+        "why": exp.why,
+        "notes": list(exp.notes),
+        "source": list(event.source),
+        "historical": event.historical,
+        "predicted_victim_pid": event.predicted_victim_pid,
+        "count": event.count,
+        "detected_in": getattr(event, "detected_in", None),
+    }  # fmt: skip
+
+
+def _when(event: OomEvent) -> str:
+    boot = f"[{event.kernel_time_s:>8.2f}] since boot" if event.kernel_time_s is not None else None
+    if event.time is not None:
+        try:
+            wall = datetime.fromtimestamp(event.time).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            return f"{wall} ({boot})" if boot else wall
+        except (OverflowError, OSError, ValueError):
+            pass
+    return boot or "time unknown"
+
+
+def _killed_text(task: KilledTask) -> str:
+    text = f"pid {task.pid} {printable(task.comm or '?')}"
+    sizes = [(name, value) for name, value in (("anon", task.anon_rss_bytes), ("file", task.file_rss_bytes),
+                                               ("shmem", task.shmem_rss_bytes)) if value is not None]
+    if sizes:
+        text += "  rss " + ", ".join(f"{name} {format_bytes(value)}" for name, value in sizes)
+    if task.oom_score_adj is not None:
+        text += f"  adj {task.oom_score_adj}"
+    return text
+
+
+def _table(exp: Explanation, victims: set[int | None]) -> list[str]:
+    head = ("", "pid", "comm", "points", "score", "adj", "rss", "swap", "pgtbl")
+    rows = [head]
+    for c in exp.ranking[:TOP_ROWS]:
+        mark = "*" if c.pid in victims else ("-" if not c.eligible else "")
+        rows.append((mark, str(c.pid), printable(c.comm)[:24], str(c.points), "-" if c.score is None else str(c.score),
+                     str(c.oom_score_adj), str(c.rss_pages), str(c.swapents), str(c.pgtables_bytes // 4096)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2])]
+        cells += [v.rjust(w) for v, w in zip(r[3:], widths[3:])]
+        lines.append("    " + "  ".join(cells).rstrip())
+    if len(exp.ranking) > TOP_ROWS:
+        lines.append(f"    ... {len(exp.ranking) - TOP_ROWS} more")
+    return lines
+
+
+def render_text(events: Sequence[OomEvent], explanations: Sequence[Explanation | None] | None = None) -> str:
+    """The human view of ``oomtop explain``: one paragraph per kill, then a summary line."""
+    out: list[str] = []
+    for i, event in enumerate(events):
+        exp = explanations[i] if explanations is not None and i < len(explanations) else None
+        exp = exp if exp is not None else explain(event)
+        kind = "memory cgroup limit" if event.kind == "memcg" else "node out of memory (global)"
+        out.append(f"OOM kill {i + 1}: {_when(event)}  —  {kind}")
+        if event.pod is not None:
+            pod = event.pod
+            name = f"{pod.namespace}/{pod.name}" if pod.name and pod.namespace else f"uid {pod.uid}"
+            out.append(f"  pod        {printable(name)} ({pod.qos.value})")
+        if event.container is not None:
+            ctr = event.container
+            label = f"{ctr.name} (id {ctr.id[:12]})" if ctr.name else f"id {ctr.id[:12]}"
+            out.append(f"  container  {printable(label)}")
+        domain = printable(event.oom_cgroup or "?")
+        if event.kind == "memcg":
+            domain += f"  usage {format_bytes(event.usage_bytes, '?')} / limit {format_bytes(event.limit_bytes, '?')}"
+        elif event.node_ram_pages is not None:
+            domain += f"  RAM {format_bytes(event.node_ram_pages * 4096)}"
+            domain += f" + swap {format_bytes(event.node_swap_bytes, '?')}"
+        out.append(f"  domain     {domain}")
+        if event.task_cgroup and event.task_cgroup != event.oom_cgroup:
+            out.append(f"  cgroup     {printable(event.task_cgroup)}")
+        out.append(f"  killed     {_killed_text(event.victim)}")
+        if event.oom_group_path is not None:
+            out.append(f"  oom.group  {printable(event.oom_group_path)}: {len(event.killed)} tasks killed")
+            out.extend(f"             {_killed_text(k)}" for k in event.killed[1:])
+        if exp.ranking:
+            size = f" (domain {exp.totalpages} pages)" if exp.totalpages else ""
+            out.append(f"  ranking{size}:")
+            out.extend(_table(exp, {k.pid for k in event.killed}))
+        out.append(f"  why        {printable(exp.why)}")
+        out.extend(f"  note       {printable(note)}" for note in exp.notes)
+        out.append("")
+    n = len(events)
+    out.append("no OOM kills found in the input" if n == 0 else f"{n} OOM kill{'s' if n != 1 else ''} found")
+    return "\n".join(out) + "\n"
