@@ -37,11 +37,17 @@ QUIET_FLUSH_S = 0.05  # a complete log block with nothing after it for this long
 class KmsgStream:
     """/dev/kmsg, non-blocking.  A reader that falls behind gets EPIPE once and carries on (records are lost)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fd: int | None = None) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if fd is None else fd
         self.last_seq: int | None = None
         self.lost = 0
+
+    @classmethod
+    def from_fd(cls, fd: int, name: str = "kmsg") -> KmsgStream:
+        """A stream over any descriptor that returns one record per read (tests use a SOCK_SEQPACKET pair)."""
+        os.set_blocking(fd, False)
+        return cls(name, fd)
 
     def fileno(self) -> int:
         return self.fd
@@ -103,7 +109,7 @@ class OomWatcher:
     def __init__(
         self,
         hierarchy: MemoryHierarchy | None,
-        kmsg_path: str | None = "/dev/kmsg",
+        kmsg_path: str | KmsgStream | None = "/dev/kmsg",
         names: NodeNames | None = None,
         grace_s: float = 0.5,
         monotonic: Callable[[], float] = time.monotonic,
@@ -138,20 +144,21 @@ class OomWatcher:
 
     # ------------------------------------------------------------------------------------------ kernel log
 
-    def _open_kmsg(self, path: str) -> None:
+    def _open_kmsg(self, path: str | KmsgStream) -> None:
         try:
-            stream = KmsgStream(path)
+            stream = path if isinstance(path, KmsgStream) else KmsgStream(path)
             records = stream.read()
         except OSError as error:
             reason = "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else (error.strerror or str(error))
             self.notices.append(
-                f"cannot read the kernel log {path} ({reason}): OOM kills are detected from cgroup counters only, "
+                f"cannot read the kernel log {getattr(path, 'path', path)} ({reason}): OOM kills are detected from cgroup counters only, "
                 "with pod and container but no victim details; run as root (or with CAP_SYSLOG) for those"
             )
             return
         self._kmsg = stream
         offset = self._wall_clock() - self._monotonic()
         for event in self._parser_events(records) + self._parser.flush():
+            event = replace(event, source=("kmsg",))
             self._history.append(self._finish(event, historical=True, clock_offset=offset))
 
     def _parser_events(self, records: list[LogRecord]) -> list[OomEvent]:
@@ -296,8 +303,8 @@ class OomWatcher:
 
     def _emit_logged(self, event: OomEvent) -> OomEvent:
         now = self._monotonic()
-        event = self._finish(event, historical=False, clock_offset=self._wall_clock() - now)
-        sources = set(event.source) | {"kmsg"}
+        event = self._finish(replace(event, source=()), historical=False, clock_offset=self._wall_clock() - now)
+        sources = {"kmsg"}
         paths = tuple(p for p in (event.oom_group_path, event.task_cgroup) if p)
         absorb = max(1, len(event.killed))
         # Explain increments already seen, and read the victim's counter now so it is not counted again later.
@@ -327,7 +334,7 @@ class OomWatcher:
             time_s = clock_offset + event.kernel_time_s
         path = event.task_cgroup or event.oom_cgroup
         pod, container = self._identity(path)
-        predicted = None if historical else self._predicted(event.oom_cgroup, event.kind, event.kernel_time_s)
+        predicted = None if historical else self._predicted(event)
         return replace(
             event,
             time=time_s,
@@ -351,22 +358,25 @@ class OomWatcher:
             identity = identify(path, self.names)
         return identity.pod, identity.container
 
-    def _sample_before(self, kernel_time_s: float | None) -> Sample | None:
-        if not self._samples:
-            return None
-        if kernel_time_s is None:
-            return self._samples[-1]
-        before = [s for s in self._samples if s.monotonic <= kernel_time_s]
-        return before[-1] if before else None
+    def _sample_before(self, kernel_time_s: float | None, victim_pid: int | None) -> Sample | None:
+        """The last sample taken before the kill.  The kernel stamps records with its monotonic clock; where that
+        does not line up with ours (another clock, a suspend), the last sample in which the victim still lived."""
+        samples = list(self._samples)
+        if kernel_time_s is not None and abs(kernel_time_s - self._monotonic()) < 60:
+            samples = [s for s in samples if s.monotonic <= kernel_time_s]
+        elif victim_pid is not None:
+            alive = [s for s in samples if any(task.pid == victim_pid for task in s.tasks)]
+            samples = alive or samples
+        return samples[-1] if samples else None
 
-    def _predicted(self, domain: str | None, kind: str, kernel_time_s: float | None) -> int | None:
-        sample = self._sample_before(kernel_time_s)
+    def _predicted(self, event: OomEvent) -> int | None:
+        sample = self._sample_before(event.kernel_time_s, event.victim.pid)
         if sample is None:
             return None
         prediction = predict(sample)
-        if kind == "global":
+        if event.kind == "global":
             return prediction.node.victim.pid if prediction.node.victim else None
-        verdict = prediction.by_domain.get(domain or "")
+        verdict = prediction.by_domain.get(event.oom_cgroup or "")
         return verdict.victim.pid if verdict and verdict.victim else None
 
     def _counter_event(self, pending: _Increment) -> OomEvent:

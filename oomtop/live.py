@@ -1,0 +1,116 @@
+"""The live Source: the collector's Samples and the OOM watcher's events, on one asyncio loop.
+
+Samples come from :class:`~oomtop.collect.poller.LivePoller` (a worker thread per poll).  OOM detection does not
+wait for a poll: the kernel log and the wake-up descriptors are registered with the loop (``add_reader``), so a
+kill is reported within milliseconds whatever ``--interval`` is; a 50 ms tick emits what waited for a quiet period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from oomtop.collect.cgroupfs import discover_hierarchy
+from oomtop.collect.collector import CollectorConfig
+from oomtop.collect.identity import NodeNames
+from oomtop.collect.oomwatch import OomWatcher
+from oomtop.collect.poller import DEFAULT_INTERVAL_S, LivePoller
+from oomtop.model import OomEvent
+from oomtop.source import Notice, Update
+
+TICK_S = 0.05
+
+
+class LiveSource:
+    """``async for update in LiveSource(config).updates()``: history first, then live Samples and kills."""
+
+    mode = "live"
+
+    def __init__(
+        self,
+        config: CollectorConfig | None = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        kmsg_path: str | None = "/dev/kmsg",
+        with_history: bool = True,
+        samples: bool = True,
+    ) -> None:
+        self.config = config or CollectorConfig()
+        self.interval_s = interval_s
+        self._kmsg_path = kmsg_path
+        self._with_history = with_history
+        self._samples = samples
+        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._poller: LivePoller | None = None
+        self._watcher: OomWatcher | None = None
+        self._readers: list[int] = []
+        self._closed = False
+
+    def _put_events(self, events: list[OomEvent]) -> None:
+        for event in events:
+            self._queue.put_nowait(event)
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        hierarchy = discover_hierarchy(self.config.cgroup_root, self.config.procfs_root)
+        watcher = self._watcher = OomWatcher(hierarchy, self._kmsg_path, NodeNames.load(self.config.host_root))
+        for notice in watcher.notices:
+            self._queue.put_nowait(Notice(notice, "watcher"))
+        if self._with_history:
+            self._put_events(watcher.history())
+        for fileno, handler in ((watcher.kmsg_fileno(), watcher.on_kmsg), (watcher.wakeup_fileno(), watcher.on_wakeup)):
+            if fileno is not None:
+                loop.add_reader(fileno, lambda handler=handler: self._put_events(handler()))
+                self._readers.append(fileno)
+        self._poller = LivePoller(self.config, self.interval_s)
+        self._tasks.append(asyncio.create_task(self._poll()))
+        self._tasks.append(asyncio.create_task(self._tick()))
+
+    async def _poll(self) -> None:
+        assert self._poller is not None and self._watcher is not None
+        reported: set[str] = set()
+        try:
+            async for sample in self._poller:
+                if self._samples:
+                    self._queue.put_nowait(sample)
+                self._put_events(self._watcher.on_sample(sample))
+                for notice in self._watcher.notices:
+                    if notice not in reported:
+                        reported.add(notice)
+                        self._queue.put_nowait(Notice(notice, "watcher"))
+        except Exception as error:  # noqa: BLE001 - a broken poll is told, not a traceback
+            self._queue.put_nowait(Notice(f"collection stopped: {error}", "poll-error"))
+
+    async def _tick(self) -> None:
+        assert self._watcher is not None
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._put_events(self._watcher.tick())
+
+    async def updates(self) -> AsyncIterator[Update]:
+        self._start()
+        try:
+            while True:
+                update = await self._queue.get()
+                if update is None:
+                    return
+                yield update
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            for fileno in self._readers:
+                loop.remove_reader(fileno)
+        for task in self._tasks:
+            task.cancel()
+        if self._poller is not None:
+            self._poller.close()
+        if self._watcher is not None:
+            self._watcher.close()
+        self._queue.put_nowait(None)

@@ -1,0 +1,172 @@
+"""The OOM watcher on fixtures: kernel log records through a socket, counters through a fixture host."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oomtop.collect.cgroupfs import discover_hierarchy
+from oomtop.collect.collector import Collector
+from oomtop.collect.oomwatch import KmsgStream, OomWatcher
+from tests import kernlog
+from tests.fakehost import FakeHost, FakeProcess
+
+POD = "8a2f4c1e-5b6d-4e7f-9a0b-1c2d3e4f5a6b"
+CTR = "3f" * 32
+CONTAINER = f"/kubepods/burstable/pod{POD}/{CTR}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Kmsg:
+    """A fake /dev/kmsg: one record per read, like the real device."""
+
+    def __init__(self) -> None:
+        self.writer, reader = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.stream = KmsgStream.from_fd(reader.detach())
+        self.seq = 100
+
+    def send(self, messages: list[str], start_us: int = 500_000_000) -> None:
+        for offset, text in enumerate(messages):
+            self.writer.send(f"6,{self.seq},{start_us + offset},-;{text}\n".encode())
+            self.seq += 1
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+def kmsg() -> Iterator[Kmsg]:
+    fake = Kmsg()
+    yield fake
+    fake.close()
+
+
+def block(pid: int = 4242, cgroup: str = CONTAINER) -> list[str]:
+    tasks = (kernlog.Task(pid - 1, comm="sh", anon=10, file=100), kernlog.Task(pid, comm="web", anon=12000, file=67))
+    return kernlog.memcg_block(tasks, oom_cgroup=cgroup, task_cgroup=cgroup, limit_kb=51200)
+
+
+def host_with_container(tmp_path: Path, layout: str = "v1") -> FakeHost:
+    host = FakeHost(tmp_path, layout=layout)
+    host.add_cgroup("/kubepods")
+    host.add_cgroup("/kubepods/burstable")
+    host.add_cgroup(f"/kubepods/burstable/pod{POD}", limit=256 << 20)
+    host.add_cgroup(CONTAINER, limit=50 << 20)
+    host.add_process(FakeProcess(4242, comm="web", rss_anon_kb=40000), CONTAINER)
+    return host
+
+
+def watcher_for(host: FakeHost, kmsg: Kmsg | None, clock: Clock) -> tuple[OomWatcher, Collector]:
+    collector = Collector(host.config(slow_interval_s=0.0), monotonic=clock)
+    hierarchy = discover_hierarchy(str(host.cgroup_root), str(host.proc))
+    watcher = OomWatcher(hierarchy, kmsg.stream if kmsg else str(host.root / "no-kmsg"), monotonic=clock)
+    return watcher, collector
+
+
+def test_history_from_the_ring_buffer(tmp_path: Path, kmsg: Kmsg) -> None:
+    kmsg.send(["unrelated boot message", *block(), "later unrelated message"])
+    watcher, collector = watcher_for(host_with_container(tmp_path), kmsg, Clock())
+    history = watcher.history()
+    assert len(history) == 1
+    event = history[0]
+    assert event.historical and event.source == ("kmsg",)
+    assert event.victim.pid == 4242 and event.task_cgroup == CONTAINER
+    assert event.pod is not None and event.pod.uid == POD
+    assert event.container is not None and event.container.id == CTR
+    collector.close()
+    watcher.close()
+
+
+def test_live_kill_is_one_event_with_both_detectors(tmp_path: Path, kmsg: Kmsg) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    assert watcher.on_sample(collector.sample()) == []
+    host.set_file(CONTAINER, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    kmsg.send(block())
+    events = watcher.on_kmsg()
+    clock.now += 0.1
+    events += watcher.tick()  # the block is complete and quiet
+    clock.now += 1.0
+    events += watcher.on_sample(collector.sample()) + watcher.tick()
+    assert len(events) == 1
+    assert events[0].victim.pid == 4242
+    assert set(events[0].source) == {"kmsg", "counter"}
+    assert events[0].predicted_victim_pid == 4242  # the last sample before the kill had predicted it
+    collector.close()
+    watcher.close()
+
+
+def test_counter_only_without_kernel_log(tmp_path: Path) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, None, clock)
+    assert any("cannot read the kernel log" in notice for notice in watcher.notices)
+    watcher.on_sample(collector.sample())
+    host.set_file(CONTAINER, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    events = watcher.on_sample(collector.sample())
+    assert len(events) == 1
+    event = events[0]
+    assert event.count == 3 and event.victim.pid is None
+    assert event.pod is not None and event.pod.uid == POD and event.container is not None
+    assert event.source == ("counter",)
+    collector.close()
+    watcher.close()
+
+
+def test_counter_waits_for_the_log_then_merges(tmp_path: Path, kmsg: Kmsg) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    host.set_file(CONTAINER, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    clock.now += 0.1
+    assert watcher.on_sample(collector.sample()) == []  # within the grace period: the log may still come
+    kmsg.send(block())
+    events = watcher.on_kmsg()
+    clock.now += 0.1
+    events += watcher.tick()
+    clock.now += 2
+    events += watcher.tick()
+    assert [event.victim.pid for event in events] == [4242]
+    assert "counter" in events[0].source
+
+
+def test_burst_of_kills_each_reported_once(tmp_path: Path, kmsg: Kmsg) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    events = []
+    for n in range(20):
+        kmsg.send(block(pid=5000 + 2 * n), start_us=600_000_000 + n * 1000)
+        events += watcher.on_kmsg()
+    host.set_file(CONTAINER, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 20\n")
+    clock.now += 0.1
+    events += watcher.tick()
+    clock.now += 1
+    events += watcher.on_sample(collector.sample()) + watcher.tick()
+    assert sorted(event.victim.pid for event in events) == [5000 + 2 * n for n in range(20)]
+
+
+def test_v2_parent_counter_catches_a_vanished_child(tmp_path: Path, kmsg: Kmsg) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    watcher, collector = watcher_for(host, None, clock)
+    watcher.on_sample(collector.sample())
+    pod = f"/kubepods/burstable/pod{POD}"
+    host.remove_cgroup(CONTAINER)  # the container was killed and its cgroup removed before the next poll
+    host.set_file(pod, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
+    events = watcher.on_sample(collector.sample())
+    assert len(events) == 1
+    assert events[0].detected_in == pod and events[0].count == 1
