@@ -123,6 +123,9 @@ def explain(event: OomEvent, page_size: int = 4096) -> Explanation:
         else:
             why += f" against {victim_row.points}"
         why += ". " + _not_top_reason(event, top, victim_row)
+    if event.oom_group_path is not None:
+        notes.append(f"memory.oom.group is set on {event.oom_group_path}: the kernel killed all {len(event.killed)} "
+                     "of its tasks (oom_score_adj -1000 spared) with the victim")
     if event.logged_score is not None and victim_row is not None and victim_row.score is not None:
         if event.logged_score != victim_row.score:
             notes.append(f"the kernel logged score {event.logged_score}; the table gives {victim_row.score}")
@@ -152,8 +155,8 @@ def _not_top_reason(event: OomEvent, top: RankedCandidate, victim: RankedCandida
     if event.logged_score is not None:
         return ("This kernel is older than 5.1: it may have sacrificed a child of the task it chose, or taken 3% off "
                 "a root-owned task's points")
-    return ("Likely the task table was taken after the choice: memory moved between the kernel's pick and its "
-            "dump (the victim was freeing memory, or another task grew in the last allocations)")
+    return ("Likely memory moved between the kernel's choice and the task table it printed right after (other "
+            "tasks kept allocating, or the victim was already exiting and freeing memory)")
 
 
 # ------------------------------------------------------------------------------------------------ views
@@ -301,11 +304,12 @@ def render_text(events: Sequence[OomEvent], explanations: Sequence[Explanation |
             out.append(f"  cgroup     {printable(event.task_cgroup)}")
         out.append(f"  killed     {_killed_text(event.victim)}")
         if event.oom_group_path is not None:
-            out.append(f"  oom.group  {printable(event.oom_group_path)}: {len(event.killed)} tasks killed")
+            where = "the domain itself" if event.oom_group_path == event.oom_cgroup else printable(event.oom_group_path)
+            out.append(f"  oom.group  set on {where}: {len(event.killed)} tasks killed")
             out.extend(f"             {_killed_text(k)}" for k in event.killed[1:])
         if exp.ranking:
-            size = f" (domain {exp.totalpages} pages)" if exp.totalpages else ""
-            out.append(f"  ranking{size}:")
+            size = f"domain {exp.totalpages} pages; " if exp.totalpages else ""
+            out.append(f"  ranking ({size}* killed, - never picked):")
             out.extend(_table(exp, {k.pid for k in event.killed}))
         out.append(f"  why        {printable(exp.why)}")
         out.extend(f"  note       {printable(note)}" for note in exp.notes)

@@ -21,6 +21,7 @@ from oomtop.model import KernelCandidate, KilledTask, OomEvent
 PAGE_SIZE = 4096  # the log's tables are in pages; nr_ptes of older kernels are converted with this
 UNLIMITED_KB = 1 << 40  # 1 PiB: any logged limit this large is the kernel's "no limit" (9007199254740988kB)
 MAX_ROWS = 100_000  # task-table rows kept per block
+MAX_GROUP_IDLE = 64  # unrelated records tolerated between the kill lines of one oom.group kill
 MAX_IDLE = 5_000  # unrelated records after which an unfinished block is given up
 
 _N = r"(\d{1,20})"  # at most 20 digits: int() stays cheap and every value fits the kernel's 64 bits
@@ -64,40 +65,33 @@ def iter_kmsg(f: BinaryIO, bufsize: int = 16384) -> Iterator[LogRecord]:
     carry, lost = b"", 0
     while True:
         try:
-            chunk = f.read(bufsize)
+            chunk = f.read(bufsize) or b""
         except BrokenPipeError:
             lost += 1
-            if lost > 1000:  # not /dev/kmsg's single EPIPE: give up rather than spin
-                break
-            continue
-        except (BlockingIOError, InterruptedError, OSError, ValueError):
-            break
-        if not chunk:
-            break
+            if lost <= 1000:  # more is not /dev/kmsg's single EPIPE: give up rather than spin
+                continue
+            chunk = b""
+        except (OSError, ValueError):  # EAGAIN (nothing new), EINTR, closed
+            chunk = b""
         lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
+        carry = lines.pop() if chunk else b""
         for line in lines:
             if line[:1] not in (b" ", b""):  # continuation lines (" KEY=value") carry no message text
                 record = parse_kmsg_record(line)
                 if record is not None:
                     yield record
-    if carry and carry[:1] != b" ":
-        record = parse_kmsg_record(carry)
-        if record is not None:
-            yield record
+        if not chunk:
+            return
 
 
 _KMSG = re.compile(r"(\d{1,10}),(\d{1,20}),(\d{1,20})(?:,[^;]*)?;(.*)")
-_PRIO = re.compile(r"<\d{1,4}>")  # dmesg -r
-_FACLEV = re.compile(r"[a-z0-9]{2,8} *: *(?:emerg|alert|crit|err|warn|notice|info|debug) *: ")  # dmesg -x
+_PREFIX = re.compile(r"(?:<\d{1,4}>)?(?:[a-z0-9]{2,8} *: *(?:emerg|alert|crit|err|warn|notice|info|debug) *: )?")
 _DMESG = re.compile(r"\[\s*(\d{1,15})\.(\d{1,9})\] ?(.*)")
 _DMESG_T = re.compile(r"\[[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\] ?(.*)")
-_SYSLOG = re.compile(
+_SYSLOG = re.compile(  # "Apr 27 22:56:09[.123456] <host> <ident>[<pid>]: text"
     r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(\.\d{1,9})? (\S+) ([^\s:\[]+)(?:\[\d{1,10}\])?: ?(.*)"
 )
-_ISO = re.compile(
-    r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d:?\d\d)? (.*)"
-)
+_ISO = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d:?\d\d)? (.*)")
 _JOURNAL_KERNEL = re.compile(r"\S+ kernel(?:\[\d{1,10}\])?: ?(.*)")  # after a timestamp: "<host> kernel: text"
 _OTHER_BRACKET = re.compile(r"\[(?!\s*pid\s*\])(?=[^\]]*[^\d\s\]])[^\]\[]{1,40}\] ?(.*)")  # [+0.000012], [Apr27 22:56]
 _CALLER = re.compile(r"\[\s*[TC]\d{1,10}\] ?")  # CONFIG_PRINTK_CALLER
@@ -137,12 +131,7 @@ def _parse_line(line: str, now: float) -> tuple[LogRecord, str] | None:
     m = _KMSG.fullmatch(line)
     if m:
         return LogRecord(int(m[2]), int(m[3]), None, m[4]), "kmsg"
-    m = _PRIO.match(line)
-    if m:
-        line = line[m.end() :]
-    m = _FACLEV.match(line)
-    if m:
-        line = line[m.end() :]
+    line = line[_PREFIX.match(line).end() :]  # type: ignore[union-attr] # dmesg -r "<6>", dmesg -x "kern  :info  : "
     m = _DMESG.fullmatch(line)
     if m:
         text = m[3]
@@ -236,12 +225,12 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 _STARTERS = {"oomkill", "usage", "memsw", "swap", "stats", "state", "header", "taskin", "score", "killed", "group"}
+_NUMBERS = {"memsw": ("memsw_kb", 2), "swap": ("swap_kb", 2), "ram": ("ram_pages", 1),
+            "totalswap": ("swap_total_kb", 1)}  # tag -> (_Block field, match group) for plain numbers
 _AFTER_KILL = {"killed", "reaper", "sharing", "group"}  # what may still follow a kill and belong to it
 _KILLED_KB = {k: re.compile(rf"{k}:{_N}kB") for k in ("total-vm", "anon-rss", "file-rss", "shmem-rss", "pgtables")}
 _UID = re.compile(rf"UID:{_N}")
 _ADJ = re.compile(r"oom_score_adj[:=](-?\d{1,5})")
-_OOMKILL_FULL = re.compile(rf"(?:^|,)(?:oom_memcg=(.*)|global_oom),task_memcg=(.*),task=(.*),pid={_N},uid={_N}")
-_OOMKILL_PART = re.compile(r"(?:^|,)(oom_memcg=([^,]*)|global_oom)(?:,task_memcg=([^,]*))?")
 
 
 def _classify(text: str) -> tuple[str, re.Match[str] | None]:
@@ -300,9 +289,7 @@ class OomParser:
         try:
             self._feed(record, out)
         except Exception:  # noqa: BLE001 - never raise on input; keep a kill that was already complete
-            block, self._block = self._block, None
-            if block is not None and block.killed:
-                self._emit(block, out)
+            out.extend(self.flush())
         return out
 
     def flush(self) -> list[OomEvent]:
@@ -327,7 +314,10 @@ class OomParser:
         text = record.text.strip()
         tag, m = _classify(text)
         block = self._block
-        if block is not None and block.killed and tag not in _AFTER_KILL:
+        if block is not None and block.killed and not _belongs(block, tag, m):
+            if block.group_path is not None and m is None and block.idle < MAX_GROUP_IDLE:
+                block.idle += 1  # another CPU's message between two kills of one oom.group: not the end
+                return
             self._block = None
             self._emit(block, out)
             block = None
@@ -369,10 +359,9 @@ class OomParser:
             _absorb_oomkill(b, m[1])
         elif tag == "usage":
             b.usage_kb, b.limit_kb, b.memcg_hint = int(m[1]), int(m[2]), True
-        elif tag == "memsw":
-            b.memsw_kb = int(m[2])
-        elif tag == "swap":
-            b.swap_kb = int(m[2])
+        elif tag in _NUMBERS:
+            attr, group = _NUMBERS[tag]
+            setattr(b, attr, int(m[group]))
         elif tag == "stats":
             b.stats_cgroup = b.stats_cgroup or m[1]
         elif tag == "taskin":
@@ -388,10 +377,6 @@ class OomParser:
                 self._add_killed(b, KilledTask(int(m[1]), m[2]))
         elif tag == "group":
             b.group_path = m[1]
-        elif tag == "ram":
-            b.ram_pages = int(m[1])
-        elif tag == "totalswap":
-            b.swap_total_kb = int(m[1])
 
     @staticmethod
     def _add_killed(b: _Block, task: KilledTask) -> None:
@@ -406,12 +391,8 @@ class OomParser:
             pass
 
     def _build(self, b: _Block) -> OomEvent:
-        if b.kind is not None:
-            kind = b.kind
-        elif b.memcg_hint is not None:
-            kind = "memcg" if b.memcg_hint else "global"
-        else:
-            kind = "memcg" if b.constraint == "CONSTRAINT_MEMCG" else "global"
+        memcg = b.memcg_hint if b.memcg_hint is not None else b.constraint == "CONSTRAINT_MEMCG"
+        kind = b.kind or ("memcg" if memcg else "global")  # the oom-kill: line, else weaker evidence
         limit = b.limit_kb * 1024 if b.limit_kb is not None and b.limit_kb < UNLIMITED_KB else None
         swap_limit = None
         if b.swap_kb is not None:  # v2 "swap: usage, limit": memory.swap.max itself
@@ -420,42 +401,44 @@ class OomParser:
             swap_limit = max(0, b.memsw_kb * 1024 - limit)  # v1: memsw limit minus memory limit
         first = b.first
         return OomEvent(
-            kind=kind,
-            time=first.wall_time,
+            kind=kind, time=first.wall_time,
             kernel_time_s=first.kernel_time_us / 1e6 if first.kernel_time_us is not None else None,
-            oom_cgroup="/" if kind == "global" else (b.oom_cgroup or b.stats_cgroup),
-            task_cgroup=b.task_cgroup,
-            victim=b.killed[0],
-            killed=tuple(b.killed),
-            candidates=tuple(b.rows),
-            usage_bytes=b.usage_kb * 1024 if b.usage_kb is not None else None,
-            limit_bytes=limit,
-            swap_limit_bytes=swap_limit,
-            node_ram_pages=b.ram_pages,
-            node_swap_bytes=b.swap_total_kb * 1024 if b.swap_total_kb is not None else None,
-            invoker_comm=b.invoker,
-            invoker_oom_score_adj=b.invoker_adj,
-            constraint=b.constraint,
-            oom_group_path=b.group_path,
-            logged_score=b.logged_score,
-            source=(self.source,),
-            historical=self.historical,
-            seq=first.seq,
-        )
+            oom_cgroup="/" if kind == "global" else (b.oom_cgroup or b.stats_cgroup), task_cgroup=b.task_cgroup,
+            victim=b.killed[0], killed=tuple(b.killed), candidates=tuple(b.rows), usage_bytes=_kib(b.usage_kb),
+            limit_bytes=limit, swap_limit_bytes=swap_limit, node_ram_pages=b.ram_pages,
+            node_swap_bytes=_kib(b.swap_total_kb), invoker_comm=b.invoker, invoker_oom_score_adj=b.invoker_adj,
+            constraint=b.constraint, oom_group_path=b.group_path, logged_score=b.logged_score,
+            source=(self.source,), historical=self.historical, seq=first.seq,
+        )  # fmt: skip
+
+
+def _belongs(b: _Block, tag: str, m: re.Match[str] | None) -> bool:
+    """Whether a record after the kill line is still part of that kill: oom_reaper news, the oom.group line, and
+    "Killed process" lines of the group (without a group line another task's kill is a new event)."""
+    if tag != "killed" or m is None:
+        return tag in _AFTER_KILL
+    return b.group_path is not None or any(k.pid == int(m[2]) for k in b.killed)
+
+
+def _kib(value: int | None) -> int | None:
+    return value * 1024 if value is not None else None
 
 
 def _absorb_oomkill(b: _Block, body: str) -> None:
+    """``constraint=..,nodemask=..,cpuset=..,mems_allowed=..,oom_memcg=<path>|global_oom,task_memcg=<path>,task=
+    <comm>,pid=N,uid=N``; paths and comm may hold commas, so the fixed keys are found from the ends (no regex
+    backtracking on hostile lines); a cut line gives what it has."""
     constraint = re.match(r"constraint=([A-Z_]+)", body)
     b.constraint = constraint[1] if constraint else b.constraint
-    m = _OOMKILL_FULL.search(body)
-    if m:
-        oom, task = m[1], m[2]
-        is_global = m[1] is None
-    else:  # a cut line: take what is there
-        part = _OOMKILL_PART.search(body)
-        if part is None:
-            return
-        oom, task, is_global = part[2], part[3], part[1] == "global_oom"
+    memcg, glob = body.find(",oom_memcg="), body.find(",global_oom")
+    if memcg < 0 and glob < 0:
+        return
+    is_global = memcg < 0 or 0 <= glob < memcg
+    rest = body[glob + 11 :] if is_global else body[memcg + 11 :]
+    cut = rest.rfind(",task_memcg=")
+    oom, task = (rest[:cut], rest[cut + 12 :]) if cut >= 0 else (rest.split(",", 1)[0], "")
+    end = task.rfind(",task=")
+    task = task[:end] if end >= 0 else task.split(",", 1)[0]
     b.kind = "global" if is_global else "memcg"
     b.oom_cgroup = None if is_global else (oom or b.oom_cgroup)
     b.task_cgroup = task or b.task_cgroup
@@ -466,10 +449,7 @@ def _killed_task(pid: int, rest: str) -> KilledTask:
     (after "Killed process <pid> ("); every field is optional, comm may hold spaces and parentheses."""
     cut = rest.rfind(")")
     comm, tail = (rest[:cut], rest[cut + 1 :]) if cut >= 0 else (rest, "")
-    kb = {}
-    for key, pattern in _KILLED_KB.items():
-        m = pattern.search(tail)
-        kb[key] = int(m[1]) * 1024 if m else None
+    kb = {key: int(m[1]) * 1024 if (m := pattern.search(tail)) else None for key, pattern in _KILLED_KB.items()}
     uid, adj = _UID.search(tail), _ADJ.search(tail)
     return KilledTask(
         pid, comm, anon_rss_bytes=kb["anon-rss"], file_rss_bytes=kb["file-rss"], shmem_rss_bytes=kb["shmem-rss"],
@@ -484,14 +464,12 @@ def _row(columns: list[str], pid: int, rest: str) -> KernelCandidate | None:
     parts = rest.split(None, len(numeric))
     if len(parts) < len(numeric):
         return None
-    values: dict[str, int] = {}
-    for name, token in zip(numeric, parts):
-        if len(token) > 21:
-            return None
-        try:
-            values[name] = int(token)
-        except ValueError:
-            return None
+    if any(len(token) > 21 for token in parts[: len(numeric)]):
+        return None
+    try:
+        values = dict(zip(numeric, map(int, parts)))
+    except ValueError:
+        return None
     comm = parts[len(numeric)] if len(parts) > len(numeric) else ""
     anon, file_, shmem = values.get("rss_anon"), values.get("rss_file"), values.get("rss_shmem")
     rss = values.get("rss")
