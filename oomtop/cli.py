@@ -44,6 +44,16 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redact-cmdline", action="store_true", help="never read or show command lines")
 
 
+def duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oomtop",
@@ -59,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"oomtop {__version__}")
     parser.add_argument("--once", action="store_true", help="print one sample and exit")
     parser.add_argument("--json", action="store_true", help="with --once: print the sample as one JSON document")
+    parser.add_argument("--theme", metavar="NAME", help="colour theme of the live view (see --list-themes)")
+    parser.add_argument("--list-themes", action="store_true", help="list the themes (shipped and user) and exit")
+    parser.add_argument("--record", metavar="FILE", help="record the session to FILE while the live view runs")
     add_source_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
@@ -78,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="one JSON object per kill, one per line")
     events.add_argument("--no-follow", action="store_true", help="stop after the history")
     add_source_flags(events)
+    record = commands.add_parser(
+        "record", help="record the node headless (for a node left running overnight)",
+        description="Record every sample and OOM kill to FILE until --duration, Ctrl-C or SIGTERM; a progress line "
+                    "on a terminal, silent otherwise. The file is created with mode 0600 and never overwritten.",
+    )
+    record.add_argument("file", metavar="FILE", help="the recording to create")
+    record.add_argument("--duration", type=duration, metavar="S", help="stop after this many seconds")
+    add_source_flags(record)
+    replay = commands.add_parser(
+        "replay", help="replay a recording in the UI, or export it as JSON lines",
+        description="Open the live view over a recording, with a timeline (play/pause, step, jump to a time or to "
+                    "the next kill, speed). --json writes every sample and kill as JSON lines instead.",
+    )
+    replay.add_argument("file", metavar="FILE", nargs="?", help="the recording")
+    replay.add_argument("--json", action="store_true", help="write every sample and kill as JSON lines and exit")
+    replay.add_argument("--speed", type=float, default=1.0, metavar="X", help="play speed (default 1)")
+    replay.add_argument("--theme", metavar="NAME", help="colour theme (see oomtop --list-themes)")
     return parser
 
 
@@ -156,25 +186,106 @@ def run_events(args: argparse.Namespace, config: CollectorConfig) -> int:
     return asyncio.run(follow_events(config, args.interval, kmsg_path(args), args.json, not args.no_follow))
 
 
+def list_themes() -> int:
+    from oomtop.ui.themes import discover, listing, user_dir
+
+    sys.stdout.write(listing(discover()))
+    sys.stdout.write(f"user themes are read from {user_dir()}/*.toml\n")
+    return 0
+
+
+def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
+    """The live terminal UI on this node (or on the fixture under --host-root)."""
+    from oomtop.source import Notice
+    from oomtop.ui.themes import discover, resolve
+
+    catalogue = discover()
+    try:
+        theme, problem = resolve(args.theme, catalogue)
+    except KeyError:
+        raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot")
+    notices = []
+    if problem is not None:  # a broken theme file: one line, then the default theme
+        print(f"oomtop: {problem}", file=sys.stderr)
+        notices.append(Notice(problem, "theme"))
+    notices += [Notice(f"theme file ignored: {error}", "theme") for error in catalogue.errors
+                if problem is None or str(error) not in problem]
+    from oomtop.live import LiveSource
+    from oomtop.ui.app import OomtopApp
+
+    source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args))
+    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval)
+    try:
+        app.run()
+    finally:
+        source.close()
+    return app.return_code or 0
+
+
+def run_record(args: argparse.Namespace, config: CollectorConfig) -> int:
+    import asyncio
+
+    from oomtop.live import LiveSource
+    from oomtop.record.recorder import Recorder, record_headless
+    from oomtop.record.writer import RecordingStopped
+
+    try:
+        recorder = Recorder(args.file, args.interval, args.redact_cmdline)
+    except RecordingStopped as error:
+        raise UsageError(str(error)) from None
+    # Kills already in the kernel's ring buffer happened before this recording: they are not part of it.
+    source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args), with_history=False)
+    return asyncio.run(record_headless(source, recorder, args.duration, args.file))
+
+
+def open_recording(path: str):  # type: ignore[no-untyped-def]
+    from oomtop.record.reader import Recording, RecordingError
+
+    try:
+        return Recording(path)
+    except RecordingError as error:
+        raise UsageError(str(error)) from None
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    if not args.file:
+        raise UsageError("replay needs a recording: oomtop replay FILE")
+    recording = open_recording(args.file)
+    try:
+        if args.json:
+            from oomtop.record.export import export_json_lines
+
+            if recording.damage:
+                print(f"oomtop: {recording.damage}", file=sys.stderr)
+            export_json_lines(recording, sys.stdout)
+            return 0
+        return run_replay_ui(recording, args)
+    finally:
+        recording.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "explain":
             return run_explain(args)
+        if args.command == "replay":
+            return run_replay(args)
+        if args.list_themes:
+            return list_themes()
         if args.json and not args.once:
             raise UsageError("--json needs --once (the live view is a terminal UI)")
         config = collector_config(args)
         if args.command == "events":
             return run_events(args, config)
+        if args.command == "record":
+            return run_record(args, config)
         if args.once:
             return run_once(config, args.json)
-        print(
-            "oomtop: the live terminal UI is not part of this build yet; use `oomtop --once` "
-            "(or `oomtop --once --json`) for a snapshot",
-            file=sys.stderr,
-        )
-        return 2
+        return run_ui(config, args)
     except UsageError as error:
         print(f"oomtop: {error}", file=sys.stderr)
         return 2

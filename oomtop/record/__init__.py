@@ -1,0 +1,1 @@
+"""Recording and replay: an append-only, framed, compressed file of Samples and OomEvents."""

@@ -1,0 +1,267 @@
+"""Reading a recording: an index of segments and events built from the frame headers, samples decoded on demand.
+
+Opening maps the file and walks the frame headers (payloads are only checksummed), so a 24-hour recording opens
+without decoding a single sample; a seek decodes one segment (at most ``segment_s`` of samples), and the last few
+decoded segments are cached for stepping back and forth.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import mmap
+import os
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from oomtop.model import Cgroup, Identity, OomEvent, Sample, Task
+from oomtop.record import codec
+from oomtop.record.frames import DATA, END, EVENT, HEADER, MAGIC, NOTICE, SEGMENT_START, Damage, Frame, scan
+from oomtop.record.writer import FORMAT_VERSION
+
+CACHED_SEGMENTS = 4
+
+
+class RecordingError(Exception):
+    """The file cannot be replayed at all (not a recording, newer format, unreadable header)."""
+
+
+@dataclass(slots=True)
+class Segment:
+    start_time: float
+    frames: list[Frame] = field(default_factory=list)
+
+
+class Recording:
+    """A recording opened for replay.  ``damage`` says, in one line, what could not be read, if anything."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
+        except FileNotFoundError:
+            raise RecordingError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise RecordingError(f"{path} is a directory, not a recording") from None
+        except OSError as error:
+            raise RecordingError(f"cannot open {path}: {error.strerror}") from None
+        size = os.fstat(self._file.fileno()).st_size
+        self._data: Any = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        if self._data[: len(MAGIC)] != MAGIC:
+            self.close()
+            raise RecordingError(f"{path} is not an oomtop recording")
+        self.header: dict[str, Any] = {}
+        self.segments: list[Segment] = []
+        self.events: list[OomEvent] = []
+        self.notices: list[str] = []
+        self.damage: str | None = None
+        self.complete = False
+        self._index()
+        if not self.header:
+            self.close()
+            raise RecordingError(f"{path}: the recording's header is missing or damaged")
+        version = self.header.get("format")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            self.close()
+            raise RecordingError(
+                f"{path} was written in recording format {version} by oomtop {self.header.get('oomtop_version', '?')}; "
+                f"this oomtop reads format {FORMAT_VERSION} and older: upgrade oomtop to replay it"
+            )
+        self._decoder = codec.Decoder(self.header.get("schemas") or {})
+        self._starts = [segment.start_time for segment in self.segments]
+        self._cache: OrderedDict[int, list[Sample]] = OrderedDict()
+        self._damaged_segments: set[int] = set()
+
+    def _index(self) -> None:
+        current: Segment | None = None
+        lost: list[Damage] = []
+        for item in scan(self._data, len(MAGIC)):
+            if isinstance(item, Damage):
+                lost.append(item)
+                current = None  # the stream cannot be resumed mid-segment
+                continue
+            if item.type == HEADER and not self.header:
+                try:
+                    self.header = json.loads(item.payload(self._data))
+                except ValueError:
+                    return
+            elif item.type == DATA:
+                if item.flags & SEGMENT_START:
+                    current = Segment(item.time)
+                    self.segments.append(current)
+                if current is not None:
+                    current.frames.append(item)
+            elif item.type == EVENT:
+                try:
+                    self.events.append(codec.decode_event(json.loads(item.payload(self._data))))
+                except (ValueError, TypeError, KeyError):
+                    continue
+            elif item.type == NOTICE:
+                try:
+                    self.notices.append(str(json.loads(item.payload(self._data)).get("text", "")))
+                except (ValueError, AttributeError):
+                    continue
+            elif item.type == END:
+                self.complete = True
+        if lost:
+            first = lost[0]
+            resumed = [d for d in lost if d.resumed_at is not None]
+            tail = " (later frames were found again and replay too)" if resumed else ""
+            self.damage = (
+                f"{os.path.basename(self.path)}: damaged at byte {first.offset} of {len(self._data)} ({first.reason}): "
+                f"everything recorded before it replays{tail}"
+            )
+        elif not self.complete and self.header:
+            self.damage = None  # a recording still being written, or one whose recorder was killed: nothing lost
+
+    # ----------------------------------------------------------------------------------------------- access
+
+    @property
+    def interval_s(self) -> float:
+        return float(self.header.get("interval_s") or 1.0)
+
+    def segment_samples(self, index: int) -> list[Sample]:
+        """Every sample of one segment, decoded (and cached)."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            self._cache.move_to_end(index)
+            return cached
+        samples = self._decode(self.segments[index])
+        self._cache[index] = samples
+        while len(self._cache) > CACHED_SEGMENTS:
+            self._cache.popitem(last=False)
+        return samples
+
+    def _decode(self, segment: Segment) -> list[Sample]:
+        decompressor = zlib.decompressobj()
+        samples: list[Sample] = []
+        state = _DecodeState()
+        buffer = b""
+        for frame in segment.frames:
+            try:
+                buffer += decompressor.decompress(frame.payload(self._data))
+            except zlib.error:
+                break
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                try:
+                    samples.append(state.apply(json.loads(line), self._decoder))
+                except (ValueError, TypeError, KeyError, IndexError):
+                    return samples
+        return samples
+
+    def segment_of(self, time_s: float) -> int:
+        """The segment holding the sample at or before ``time_s`` (the first one for earlier times)."""
+        return max(0, bisect.bisect_right(self._starts, time_s) - 1)
+
+    def sample_at(self, time_s: float) -> tuple[int, int, Sample] | None:
+        """(segment, position, sample) of the last sample at or before ``time_s``."""
+        if not self.segments:
+            return None
+        index = self.segment_of(time_s)
+        while index >= 0:
+            samples = self.segment_samples(index)
+            if samples:
+                times = [s.time for s in samples]
+                position = max(0, bisect.bisect_right(times, time_s) - 1)
+                return index, position, samples[position]
+            index -= 1
+        return None
+
+    def iter_samples(self):  # type: ignore[no-untyped-def]
+        """Every sample in order (export, round-trip checks)."""
+        for index in range(len(self.segments)):
+            yield from self._decode(self.segments[index])
+
+    @property
+    def start_time(self) -> float | None:
+        return self.segments[0].start_time if self.segments else None
+
+    @property
+    def end_time(self) -> float | None:
+        for index in range(len(self.segments) - 1, -1, -1):
+            samples = self.segment_samples(index)
+            if samples:
+                return samples[-1].time
+        return None
+
+    def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
+        self._file.close()
+
+
+class _DecodeState:
+    """The running picture a segment's deltas apply to."""
+
+    def __init__(self) -> None:
+        self.identities: dict[str, Identity] = {}
+        self.cgroups: dict[str, Cgroup] = {}
+        self.tasks: dict[tuple[int, int], Task] = {}
+        self.cgroup_order: list[str] = []
+        self.task_order: list[tuple[int, int]] = []
+        self.node: Any = None
+        self.warnings: tuple[str, ...] = ()
+
+    def apply(self, record: list[Any], decoder: codec.Decoder) -> Sample:
+        kind = record[0]
+        if kind == "K":
+            _, time_s, mono, seq, node, warnings, identities, cgroups, tasks = record
+            self.identities = {path: decoder.identity(value) for path, value in identities.items()}
+            self.node = decoder.node(node)
+            self.warnings = tuple(warnings)
+            self.cgroups = {}
+            for values in cgroups:
+                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or _plain(values[0]))
+                self.cgroups[cgroup.path] = cgroup
+            self.cgroup_order = [values[0] for values in cgroups]
+            self.tasks = {}
+            for values in tasks:
+                task = decoder.task(values)
+                self.tasks[task.key] = task
+            self.task_order = list(self.tasks)
+        elif kind == "D":
+            _, time_s, mono, seq, node, warnings, identities, cgroups, cgroup_order, tasks, task_order = record
+            if node is not None:
+                self.node = decoder.node(node)
+            if warnings is not None:
+                self.warnings = tuple(warnings)
+            for path, value in identities.items():
+                self.identities[path] = decoder.identity(value)
+                if path in self.cgroups:
+                    from dataclasses import replace
+
+                    self.cgroups[path] = replace(self.cgroups[path], identity=self.identities[path])
+            for values in cgroups:
+                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or _plain(values[0]))
+                self.cgroups[cgroup.path] = cgroup
+            for values in tasks:
+                task = decoder.task(values)
+                self.tasks[task.key] = task
+            if cgroup_order is not None:
+                self.cgroup_order = list(cgroup_order)
+                keep = set(self.cgroup_order)
+                self.cgroups = {p: c for p, c in self.cgroups.items() if p in keep}
+            if task_order is not None:
+                self.task_order = [tuple(key) for key in task_order]  # type: ignore[misc]
+                keep_tasks = set(self.task_order)
+                self.tasks = {k: t for k, t in self.tasks.items() if k in keep_tasks}
+        else:
+            raise ValueError(f"unknown record {kind!r}")
+        return Sample(
+            time=time_s,
+            monotonic=mono,
+            node=self.node,
+            cgroups=tuple(self.cgroups[p] for p in self.cgroup_order if p in self.cgroups),
+            tasks=tuple(self.tasks[k] for k in self.task_order if k in self.tasks),
+            warnings=self.warnings,
+            seq=seq,
+        )
+
+
+def _plain(path: str) -> Identity:
+    from oomtop.collect.identity import identify
+
+    return identify(path)

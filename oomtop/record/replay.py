@@ -1,0 +1,193 @@
+"""The replay Source: a recording played back as the live Source would have delivered it, with time travel.
+
+The app drives it through plain methods (play/pause, step, seek, next/previous kill, speed); each one moves the
+position and wakes :meth:`updates`, which yields the sample now under the cursor.  Kills are yielded as playback
+passes them; a consumer that jumps backwards filters its event list by the current sample's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import AsyncIterator
+
+from oomtop.model import OomEvent, Sample
+from oomtop.record.reader import Recording
+from oomtop.source import Notice, Update
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class ReplaySource:
+    """A Source over a Recording."""
+
+    mode = "replay"
+
+    def __init__(self, recording: Recording, speed: float = 1.0, playing: bool = True) -> None:
+        self.recording = recording
+        self.speed = speed
+        self.playing = playing
+        self._segment = 0
+        self._position = 0
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._moved = True
+        self.event_times = sorted(event.time or 0.0 for event in recording.events)
+        self._events = sorted(recording.events, key=lambda event: event.time or 0.0)
+        self._emitted_events = 0
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    def current(self) -> Sample | None:
+        if not self.recording.segments:
+            return None
+        samples = self.recording.segment_samples(self._segment)
+        return samples[self._position] if self._position < len(samples) else None
+
+    @property
+    def position_time(self) -> float | None:
+        sample = self.current()
+        return sample.time if sample is not None else None
+
+    def events_until(self, time_s: float) -> list[OomEvent]:
+        """Every recorded kill at or before ``time_s`` (for a consumer that jumped)."""
+        return self._events[: bisect.bisect_right(self.event_times, time_s)]
+
+    # -------------------------------------------------------------------------------------------- controls
+
+    def _moved_to(self, segment: int, position: int) -> None:
+        self._segment, self._position = segment, position
+        self._moved = True
+        self._wake.set()
+
+    def play(self) -> None:
+        self.playing = True
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.playing = False
+        self._wake.set()
+
+    def toggle(self) -> None:
+        self.pause() if self.playing else self.play()
+
+    def set_speed(self, speed: float) -> None:
+        self.speed = max(0.01, speed)
+        self._wake.set()
+
+    def faster(self) -> None:
+        self.set_speed(next((s for s in SPEEDS if s > self.speed), SPEEDS[-1]))
+
+    def slower(self) -> None:
+        self.set_speed(next((s for s in reversed(SPEEDS) if s < self.speed), SPEEDS[0]))
+
+    def step(self, count: int = 1) -> bool:
+        """Move ``count`` samples forward (negative: back); False at either end."""
+        segment, position = self._segment, self._position + count
+        segments = self.recording.segments
+        while True:
+            samples = self.recording.segment_samples(segment)
+            if 0 <= position < len(samples):
+                self._moved_to(segment, position)
+                return True
+            if position < 0:
+                if segment == 0:
+                    return False
+                segment -= 1
+                position += len(self.recording.segment_samples(segment))
+            else:
+                if segment + 1 >= len(segments):
+                    return False
+                position -= len(samples)
+                segment += 1
+
+    def seek(self, time_s: float) -> bool:
+        """Jump to the last sample at or before ``time_s`` (the first sample for earlier times)."""
+        found = self.recording.sample_at(time_s)
+        if found is None:
+            return False
+        segment, position, _sample = found
+        self._moved_to(segment, position)
+        return True
+
+    def next_kill(self) -> OomEvent | None:
+        """Jump to the first kill after the current position (to the sample just before it)."""
+        now = self.position_time
+        index = bisect.bisect_right(self.event_times, now if now is not None else float("-inf"))
+        if index >= len(self._events):
+            return None
+        event = self._events[index]
+        self.seek(event.time or 0.0)
+        return event
+
+    def previous_kill(self) -> OomEvent | None:
+        now = self.position_time
+        if now is None:
+            return None
+        index = bisect.bisect_left(self.event_times, now) - 1
+        if index < 0:
+            return None
+        event = self._events[index]
+        self.seek((event.time or 0.0) - 1e-6)
+        return event
+
+    # --------------------------------------------------------------------------------------------- stream
+
+    async def updates(self) -> AsyncIterator[Update]:
+        if self.recording.damage:
+            yield Notice(self.recording.damage, "recording-damage")
+        for notice in self.recording.notices:
+            yield Notice(f"recorded: {notice}", "recorded-notice")
+        while not self._closed:
+            sample = self.current()
+            if sample is None:
+                await self._wait(None)
+                continue
+            if self._moved:
+                self._moved = False
+                yield sample
+                for event in self._events_through(sample.time):
+                    yield event
+            delay = None
+            if self.playing:
+                following = self._peek_next()
+                if following is None:
+                    self.playing = False
+                else:
+                    delay = max(0.0, (following.time - sample.time) / self.speed)
+            woke = await self._wait(delay)
+            if not woke and self.playing:
+                self.step(1)
+
+    def _events_through(self, time_s: float) -> list[OomEvent]:
+        end = bisect.bisect_right(self.event_times, time_s)
+        if end <= self._emitted_events:
+            if end < self._emitted_events:
+                self._emitted_events = end  # jumped back: these kills will be passed again
+            return []
+        new = self._events[self._emitted_events : end]
+        self._emitted_events = end
+        return new
+
+    def _peek_next(self) -> Sample | None:
+        samples = self.recording.segment_samples(self._segment)
+        if self._position + 1 < len(samples):
+            return samples[self._position + 1]
+        for segment in range(self._segment + 1, len(self.recording.segments)):
+            following = self.recording.segment_samples(segment)
+            if following:
+                return following[0]
+        return None
+
+    async def _wait(self, timeout: float | None) -> bool:
+        """Sleep until a control call (True) or the timeout (False)."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()

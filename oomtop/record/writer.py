@@ -1,0 +1,268 @@
+"""Writing a recording: Samples as keyframes and deltas in zlib segments, events as frames of their own.
+
+Unchanged values are stored once: the collector hands out the same Cgroup/Task objects while nothing changed, so a
+delta holds only the cgroups and tasks that are new objects, plus the member order when it changed.  A segment
+(one zlib stream) starts with a keyframe every ``segment_s`` seconds, so a seek decodes at most one segment.
+Within a segment the compressor is sync-flushed at least once a second: a ``kill -9`` loses at most the last
+second, and the dictionary carries over between flushes, which keeps the ratio of one long stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from oomtop import __version__
+from oomtop.model import Cgroup, Identity, OomEvent, Sample, Task
+from oomtop.record import codec
+from oomtop.record.frames import DATA, END, EVENT, HEADER, MAGIC, NOTICE, SEGMENT_START, pack
+
+FORMAT_VERSION = 1
+
+
+class RecordingStopped(Exception):
+    """Writing failed (disk full, I/O error): the recording ends here, the rest of oomtop goes on."""
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class _State:
+    cgroups: dict[str, Cgroup]
+    identities: dict[str, Identity]
+    tasks: dict[tuple[int, int], Task]
+    cgroup_order: tuple[str, ...]
+    task_order: tuple[tuple[int, int], ...]
+    node: Any
+    warnings: tuple[str, ...]
+
+
+class RecordingEncoder:
+    """Turns Samples and events into frame bytes; the caller writes them (sync or with aiofiles)."""
+
+    def __init__(self, interval_s: float, redact_cmdline: bool = False, segment_s: float = 60.0,
+                 flush_s: float = 1.0, monotonic: Any = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.redact_cmdline = redact_cmdline
+        self.segment_s = segment_s
+        self.flush_s = flush_s
+        self._monotonic = monotonic
+        self._compressor: Any = None
+        self._segment_started = 0.0
+        self._segment_first = True
+        self._chunk_time: float | None = None
+        self._pending = b""
+        self._last_flush = monotonic()
+        self._state: _State | None = None
+        self.samples = 0
+        self.events = 0
+        self.header_written = False
+
+    def header(self, sample: Sample | None) -> bytes:
+        """The magic line and the header frame (node facts come from the first sample when there is one)."""
+        node = sample.node if sample is not None else None
+        header = {
+            "format": FORMAT_VERSION,
+            "oomtop_version": __version__,
+            "created": time.time(),
+            "interval_s": self.interval_s,
+            "redact_cmdline": self.redact_cmdline,
+            "node": None if node is None else dict(zip(codec.NODE_FIELDS, codec.encode_node(node))),
+            "schemas": codec.schemas(),
+        }
+        self.header_written = True
+        return MAGIC + pack(HEADER, _dumps(header), header["created"])
+
+    def sample(self, sample: Sample) -> bytes:
+        """The frames this sample completes (often nothing: records wait for the once-a-second flush)."""
+        if self.redact_cmdline:
+            sample = _redacted(sample)
+        out = b""
+        new_segment = self._state is None or sample.time - self._segment_started >= self.segment_s
+        if new_segment:
+            out += self._flush(force=True)
+            self._compressor = zlib.compressobj(6)
+            self._segment_started = sample.time
+            self._segment_first = True
+            record = self._keyframe(sample)
+        else:
+            record = self._delta(sample)
+        if self._chunk_time is None:
+            self._chunk_time = sample.time
+        self._pending += self._compressor.compress(_dumps(record) + b"\n")
+        self.samples += 1
+        return out + self._flush(force=False)
+
+    def event(self, event: OomEvent) -> bytes:
+        """An event frame, after flushing the samples that came before it (the file stays in time order)."""
+        self.events += 1
+        return self._flush(force=True) + pack(EVENT, _dumps(codec.encode_event(event)), event.time or time.time())
+
+    def notice(self, text: str, key: str = "") -> bytes:
+        return self._flush(force=True) + pack(NOTICE, _dumps({"text": text, "key": key}), time.time())
+
+    def close(self) -> bytes:
+        return self._flush(force=True) + pack(END, b"", time.time())
+
+    def tick(self) -> bytes:
+        """Called now and then: the flush that keeps a crash from losing more than ``flush_s``."""
+        return self._flush(force=False)
+
+    def _flush(self, force: bool) -> bytes:
+        if self._compressor is None or self._chunk_time is None:
+            return b""
+        now = self._monotonic()
+        if not force and now - self._last_flush < self.flush_s:
+            return b""
+        self._last_flush = now
+        payload = self._pending + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._pending = b""
+        flags = SEGMENT_START if self._segment_first else 0
+        self._segment_first = False
+        frame = pack(DATA, payload, self._chunk_time, flags)
+        self._chunk_time = None
+        return frame
+
+    # ------------------------------------------------------------------------------------------- records
+
+    def _keyframe(self, sample: Sample) -> list[Any]:
+        state = self._state = _State(
+            cgroups={c.path: c for c in sample.cgroups},
+            identities={c.path: c.identity for c in sample.cgroups},
+            tasks={t.key: t for t in sample.tasks},
+            cgroup_order=tuple(c.path for c in sample.cgroups),
+            task_order=tuple(t.key for t in sample.tasks),
+            node=sample.node,
+            warnings=sample.warnings,
+        )
+        return [
+            "K", sample.time, sample.monotonic, sample.seq, codec.encode_node(sample.node), list(sample.warnings),
+            {path: codec.encode_identity(identity) for path, identity in state.identities.items()},
+            [codec.encode_cgroup(c) for c in sample.cgroups],
+            [codec.encode_task(t) for t in sample.tasks],
+        ]
+
+    def _delta(self, sample: Sample) -> list[Any]:
+        state = self._state
+        assert state is not None
+        identities: dict[str, Any] = {}
+        cgroups: list[Any] = []
+        for cgroup in sample.cgroups:
+            before = state.cgroups.get(cgroup.path)
+            if before is cgroup:
+                continue
+            if state.identities.get(cgroup.path) != cgroup.identity:
+                identities[cgroup.path] = codec.encode_identity(cgroup.identity)
+                state.identities[cgroup.path] = cgroup.identity
+            if before is None or before != cgroup:
+                cgroups.append(codec.encode_cgroup(cgroup))
+            state.cgroups[cgroup.path] = cgroup
+        tasks: list[Any] = []
+        for task in sample.tasks:
+            before = state.tasks.get(task.key)
+            if before is task:
+                continue
+            if before is None or before != task:
+                tasks.append(codec.encode_task(task))
+            state.tasks[task.key] = task
+        cgroup_order = tuple(c.path for c in sample.cgroups)
+        task_order = tuple(t.key for t in sample.tasks)
+        new_cgroup_order = None
+        if cgroup_order != state.cgroup_order:
+            new_cgroup_order = list(cgroup_order)
+            for path in set(state.cgroup_order) - set(cgroup_order):
+                state.cgroups.pop(path, None)
+                state.identities.pop(path, None)
+            state.cgroup_order = cgroup_order
+        new_task_order = None
+        if task_order != state.task_order:
+            new_task_order = [list(key) for key in task_order]
+            for key in set(state.task_order) - set(task_order):
+                state.tasks.pop(key, None)
+            state.task_order = task_order
+        node = None
+        if sample.node != state.node:
+            node = codec.encode_node(sample.node)
+            state.node = sample.node
+        warnings = None
+        if sample.warnings != state.warnings:
+            warnings = list(sample.warnings)
+            state.warnings = sample.warnings
+        return ["D", sample.time, sample.monotonic, sample.seq, node, warnings, identities, cgroups,
+                new_cgroup_order, tasks, new_task_order]
+
+
+def _redacted(sample: Sample) -> Sample:
+    from dataclasses import replace
+
+    if not any(task.cmdline for task in sample.tasks):
+        return sample
+    return replace(sample, tasks=tuple(replace(t, cmdline="") if t.cmdline else t for t in sample.tasks))
+
+
+class RecordingFile:
+    """A recording being written with plain os.write calls (the headless recorder wraps it in aiofiles)."""
+
+    def __init__(self, path: str, interval_s: float, redact_cmdline: bool = False, **encoder_options: Any) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise RecordingStopped(f"{path} already exists; choose a new file name (recordings are never overwritten)") from None
+        except OSError as error:
+            raise RecordingStopped(f"cannot create {path}: {error.strerror}") from None
+        os.fchmod(self.fd, 0o600)  # whatever the umask: command lines can hold secrets
+        self.encoder = RecordingEncoder(interval_s, redact_cmdline, **encoder_options)
+        self.bytes_written = 0
+        self.closed = False
+
+    def _write(self, data: bytes) -> None:
+        if not data or self.closed:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+                self.bytes_written += written
+        except OSError as error:
+            self.closed = True
+            os.close(self.fd)
+            reason = "the disk is full" if error.errno == 28 else (error.strerror or str(error))
+            raise RecordingStopped(f"recording to {self.path} stopped: {reason}") from None
+
+    def write_sample(self, sample: Sample) -> None:
+        if not self.encoder.header_written:
+            self._write(self.encoder.header(sample))
+        self._write(self.encoder.sample(sample))
+
+    def write_event(self, event: OomEvent) -> None:
+        if not self.encoder.header_written:
+            self._write(self.encoder.header(None))
+        self._write(self.encoder.event(event))
+
+    def write_notice(self, text: str, key: str = "") -> None:
+        if self.encoder.header_written:
+            self._write(self.encoder.notice(text, key))
+
+    def tick(self) -> None:
+        self._write(self.encoder.tick())
+
+    def sync(self) -> None:
+        if not self.closed:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self.encoder.header_written:
+            self._write(self.encoder.header(None))
+        self._write(self.encoder.close())
+        self.closed = True
+        os.close(self.fd)
