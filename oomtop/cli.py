@@ -216,6 +216,14 @@ def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
     from oomtop.ui.app import OomtopApp
 
     source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args))
+    if args.record:
+        from oomtop.record.recorder import Recorder, RecordingSource
+        from oomtop.record.writer import RecordingStopped
+
+        try:
+            source = RecordingSource(source, Recorder(args.record, args.interval, args.redact_cmdline))
+        except RecordingStopped as error:
+            raise UsageError(str(error)) from None
     app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval)
     try:
         app.run()
@@ -264,6 +272,28 @@ def run_replay(args: argparse.Namespace) -> int:
         return run_replay_ui(recording, args)
     finally:
         recording.close()
+
+
+def run_replay_ui(recording, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """The live view over a recording, with its timeline."""
+    from oomtop.record.replay import ReplaySource
+    from oomtop.source import Notice
+    from oomtop.ui.themes import discover, resolve
+
+    catalogue = discover()
+    try:
+        theme, problem = resolve(args.theme, catalogue)
+    except KeyError:
+        raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the replay view needs a terminal; use `oomtop replay FILE --json` to export it")
+    from oomtop.ui.app import OomtopApp
+
+    notices = [Notice(problem, "theme")] if problem else []
+    source = ReplaySource(recording, speed=args.speed)
+    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=recording.interval_s)
+    app.run()
+    return app.return_code or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

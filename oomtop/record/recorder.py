@@ -45,6 +45,8 @@ class Recorder:
                 self.file.write_sample(update)
                 self.samples += 1
             elif isinstance(update, OomEvent):
+                if update.historical:
+                    return None  # found in the ring buffer at start: it happened before this recording
                 self.file.write_event(update)
                 self.events += 1
             elif isinstance(update, Notice):
