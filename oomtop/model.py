@@ -103,7 +103,7 @@ class Cgroup:
     swap_bytes: int | None
     swap_limit_bytes: int | None
     oom_events: int  # v2 memory.events "oom"; v1 has no such counter (0)
-    oom_kills: int  # v1 memory.oom_control oom_kill, v2 memory.events oom_kill (both hierarchical)
+    oom_kills: int  # v1 memory.oom_control oom_kill (this cgroup only), v2 memory.events oom_kill (with descendants)
     oom_kills_local: int | None  # v2 memory.events.local oom_kill: kills in this cgroup itself
     oom_group: bool | None  # v2 memory.oom.group; None on v1, where it does not exist
     under_oom: bool  # v1 memory.oom_control under_oom (only with oom_kill_disable)

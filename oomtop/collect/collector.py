@@ -76,6 +76,8 @@ class Collector:
         self._tasks: dict[int, TaskReader] = {}
         self._kernel_threads: dict[int, TaskReader] = {}
         self._pid_filter = PidFilter()
+        self._last_membership: dict[int, str] = {}
+        self._last_order: dict[int, int] = {}
         self._last_slow = float("-inf")
         self._seq = 0
         self._static_warnings: list[str] = []
@@ -243,6 +245,8 @@ class Collector:
             membership = {pid: "/" for pid in list_pids(self.config.procfs_root)}
         known_kernel_threads = len(self._kernel_threads)
         tasks = self._read_tasks(membership, quiet, slow, stats)
+        if self.hierarchy is not None and self.hierarchy.version == 1:
+            tasks = self._in_scan_order(tasks, membership)
         if len(self._kernel_threads) > known_kernel_threads:  # first sight of kernel threads: unlist them
             cgroups = [self._without_kernel_threads(cgroup) for cgroup in cgroups]
         if stats.denied_tasks:
@@ -265,6 +269,19 @@ class Collector:
             warnings=tuple(warnings),
             seq=self._seq,
         )
+
+    def _in_scan_order(self, tasks: list[Task], membership: dict[int, str]) -> list[Task]:
+        """v1 lists a cgroup's pids sorted, but the kernel scans them in the order they joined (on a tie the later
+        one dies): within each cgroup, order by start time, the nearest knowable stand-in for joining order."""
+        if membership == self._last_membership and len(tasks) == len(self._last_order):
+            rank = self._last_order
+        else:
+            position = {path: index for index, path in enumerate(dict.fromkeys(membership.values()))}
+            ordered = sorted(tasks, key=lambda task: (position.get(task.cgroup, 0), task.start_ticks, task.pid))
+            rank = {task.pid: index for index, task in enumerate(ordered)}
+            self._last_membership = dict(membership)
+            self._last_order = rank
+        return sorted(tasks, key=lambda task: rank.get(task.pid, 0))
 
     def _without_kernel_threads(self, cgroup: Cgroup) -> Cgroup:
         pids = self._pid_filter(cgroup.pids)

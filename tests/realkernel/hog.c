@@ -1,27 +1,40 @@
 /*
- * hog: a tiny memory hog for oomtop's real-kernel tests.
+ * hog: a tiny memory hog for oomtop's real-kernel tests (built static when possible: small, steady rss_file).
  *
- *   hog hog     <MiB> <go_fd> <ready_fd>
- *   hog trigger <cap MiB> <go_fd> <ready_fd> [step KiB]
+ *   hog hog     <anon MiB> <go_fd> <ready_fd> [step KiB] [shmem MiB] [file MiB] [file dir]
+ *   hog trigger <cap MiB>  <go_fd> <ready_fd> [step KiB]
  *
  * Both modes first block on a one-byte read from go_fd: the parent moves the process into its cgroup and
  * sets its oom_score_adj, then writes the byte, so nothing is charged before the join.
  *
- * hog:     maps and touches <MiB> MiB of private anonymous memory, writes "R" to ready_fd, sleeps forever.
- * trigger: writes "S" to ready_fd, then maps and touches memory in steps (1 MiB by default) until it holds
- *          <cap MiB> (or is killed); at the cap it writes "D" and sleeps forever.  The cap bounds how much the
- *          trigger can weigh in the OOM killer's scan.
+ * hog:     maps and touches <anon MiB> of private anonymous memory (RssAnon), optionally <shmem MiB> of a
+ *          memfd mapping (RssShmem) and <file MiB> of an unnamed file in <file dir> written, mapped shared
+ *          and mlocked so reclaim cannot take it back (RssFile); writes "R" to ready_fd; sleeps forever.
+ * trigger: writes "S" to ready_fd, then maps and touches anonymous memory in steps (1 MiB by default) until
+ *          it holds <cap MiB> (or is killed); at the cap it writes "D" and sleeps forever.  The cap bounds
+ *          how much the trigger itself can weigh in the OOM killer's scan.
  *
- * The process dies with its parent (PR_SET_PDEATHSIG), so a crashed test run leaves no hogs behind.
+ * twins:   (hog twins <MiB> <go_fd> <ready_fd> <step> <shmem> <file> <dir> <low pid>) forks two children
+ *          inside its cgroup that allocate the same <MiB> of anonymous memory the same way: the first with an
+ *          ordinary pid, the second ~30 ms later with clone3(set_tid) at <low pid> (or any free pid below the
+ *          first's when <low pid> is 0, not lower, or taken), so pid order and
+ *          fork (= the kernel's scan) order disagree.  Writes "T <pid1> <pid2>\n" to ready_fd, sleeps.
+ *          Run it pinned to one CPU so both children's per-cpu rss counters end up identical.
+ *
+ * On failure it writes "E" and exits non-zero.  It dies with its parent (PR_SET_PDEATHSIG), so a crashed
+ * test run leaves no hogs behind.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdint.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static void say(int fd, char c)
@@ -32,21 +45,133 @@ static void say(int fd, char c)
     } while (n < 0 && errno == EINTR);
 }
 
-static char *touch_new(size_t bytes, long page)
+static void fail(int ready_fd, const char *what)
+{
+    fprintf(stderr, "hog %d: %s: %s\n", (int)getpid(), what, strerror(errno));
+    say(ready_fd, 'E');
+    _exit(5);
+}
+
+static void touch(char *p, size_t bytes, long page)
+{
+    for (size_t off = 0; off < bytes; off += (size_t)page)
+        p[off] = (char)(off / (size_t)page + 1);
+}
+
+static char *anon(size_t bytes, long page)
 {
     char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     madvise(p, bytes, MADV_NOHUGEPAGE);
-    for (size_t off = 0; off < bytes; off += (size_t)page)
-        p[off] = (char)(off / (size_t)page + 1);
+    touch(p, bytes, page);
     return p;
+}
+
+static void shmem(size_t bytes, long page, int ready_fd)
+{
+    int fd = memfd_create("oomtop-hog", 0);
+    if (fd < 0)
+        fail(ready_fd, "memfd_create");
+    if (ftruncate(fd, (off_t)bytes) != 0)
+        fail(ready_fd, "ftruncate memfd");
+    char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        fail(ready_fd, "mmap memfd");
+    madvise(p, bytes, MADV_NOHUGEPAGE);
+    touch(p, bytes, page);
+    close(fd); /* the mapping keeps the pages */
+}
+
+static void filemap(size_t bytes, const char *dir, int ready_fd)
+{
+    static char buf[64 << 10];
+    int fd = open(dir, O_TMPFILE | O_RDWR, 0600); /* never has a name: freed when the process dies */
+    if (fd < 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/oomtop-hog-XXXXXX", dir);
+        fd = mkstemp(path);
+        if (fd < 0)
+            fail(ready_fd, "open file");
+        unlink(path);
+    }
+    memset(buf, 'x', sizeof buf);
+    for (size_t done = 0; done < bytes;) {
+        size_t chunk = bytes - done < sizeof buf ? bytes - done : sizeof buf;
+        ssize_t n = write(fd, buf, chunk);
+        if (n <= 0)
+            fail(ready_fd, "write file");
+        done += (size_t)n;
+    }
+    char *p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        fail(ready_fd, "mmap file");
+    if (mlock(p, bytes) != 0) /* populates and pins: reclaim must not shrink RssFile before the OOM */
+        fail(ready_fd, "mlock file");
+    close(fd);
+}
+
+static void twin_child(long mib, long page, int report_fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (anon((size_t)mib << 20, page) == NULL)
+        _exit(5);
+    say(report_fd, 'r');
+    for (;;)
+        pause();
+}
+
+static pid_t clone_at(pid_t want)
+{
+    struct {
+        unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+            set_tid_size, cgroup;
+    } args;
+    pid_t tids[1] = {want};
+    memset(&args, 0, sizeof args);
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (unsigned long long)(uintptr_t)tids;
+    args.set_tid_size = 1;
+    return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+}
+
+static void twins(long mib, long page, pid_t low, int ready_fd)
+{
+    int report[2];
+    char c;
+    if (pipe(report) != 0)
+        fail(ready_fd, "pipe");
+    pid_t first = fork();
+    if (first < 0)
+        fail(ready_fd, "fork");
+    if (first == 0)
+        twin_child(mib, page, report[1]);
+    if (read(report[0], &c, 1) != 1)
+        fail(ready_fd, "first twin");
+    usleep(30000); /* a later start time too, not only a later place in the cgroup's task list */
+    pid_t second = -1;
+    if (low > 0 && low < first)
+        second = clone_at(low);
+    /* Otherwise (or when taken) any free pid well below the first twin's: pids may have wrapped. */
+    for (pid_t cand = first - 97; second < 0 && cand >= 300; cand -= 211) {
+        second = clone_at(cand);
+        if (second < 0 && errno != EEXIST)
+            break;
+    }
+    if (second < 0)
+        fail(ready_fd, "clone3 set_tid");
+    if (second == 0)
+        twin_child(mib, page, report[1]);
+    if (read(report[0], &c, 1) != 1)
+        fail(ready_fd, "second twin");
+    dprintf(ready_fd, "T %d %d\n", (int)first, (int)second);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s hog|trigger <MiB> <go_fd> <ready_fd> [step KiB]\n", argv[0]);
+        fprintf(stderr, "usage: %s hog|trigger <MiB> <go_fd> <ready_fd> [step KiB] [shmem MiB] [file MiB] [dir]\n",
+                argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -54,6 +179,9 @@ int main(int argc, char **argv)
     int go_fd = atoi(argv[3]);
     int ready_fd = atoi(argv[4]);
     long step_kib = argc > 5 ? strtol(argv[5], NULL, 10) : 1024;
+    long shmem_mib = argc > 6 ? strtol(argv[6], NULL, 10) : 0;
+    long file_mib = argc > 7 ? strtol(argv[7], NULL, 10) : 0;
+    const char *file_dir = argc > 8 ? argv[8] : "/tmp";
     long page = sysconf(_SC_PAGESIZE);
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -70,21 +198,23 @@ int main(int argc, char **argv)
     close(go_fd);
 
     if (strcmp(mode, "hog") == 0) {
-        if (mib > 0 && touch_new((size_t)mib << 20, page) == NULL) {
-            say(ready_fd, 'E');
-            return 5;
-        }
+        if (mib > 0 && anon((size_t)mib << 20, page) == NULL)
+            fail(ready_fd, "mmap anon");
+        if (shmem_mib > 0)
+            shmem((size_t)shmem_mib << 20, page, ready_fd);
+        if (file_mib > 0)
+            filemap((size_t)file_mib << 20, file_dir, ready_fd);
         say(ready_fd, 'R');
+    } else if (strcmp(mode, "twins") == 0) {
+        twins(mib, page, (pid_t)(argc > 9 ? atol(argv[9]) : 0), ready_fd);
     } else if (strcmp(mode, "trigger") == 0) {
         prctl(PR_SET_NAME, "oomtop-trigger");
         say(ready_fd, 'S');
         size_t step = (size_t)step_kib << 10;
         size_t cap = (size_t)mib << 20, held = 0;
         while (held + step <= cap) {
-            if (touch_new(step, page) == NULL) {
-                say(ready_fd, 'E');
-                return 5;
-            }
+            if (anon(step, page) == NULL)
+                fail(ready_fd, "mmap anon");
             held += step;
         }
         say(ready_fd, 'D');

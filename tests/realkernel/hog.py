@@ -19,8 +19,17 @@ from .cgroups import TestHierarchy, read_file, write_file
 HOG_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hog.c")
 
 
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
 class HogError(AssertionError):
     pass
+
+
+def _libc():  # type: ignore[no-untyped-def]
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def build_hog(directory: str) -> str:
@@ -64,18 +73,31 @@ class HogProcess:
     """One hog or trigger process, in a cgroup of a TestHierarchy."""
 
     def __init__(self, hierarchy: TestHierarchy, binary: str, mode: str, mib: int, cgroup: str, adj: int,
-                 step_kib: int = 1024) -> None:
+                 step_kib: int = 1024, shmem_mib: int = 0, file_mib: int = 0, file_dir: str | None = None,
+                 extra_args: tuple[str, ...] = (), cpus: set[int] | None = None, aslr: bool = True) -> None:
         self.hierarchy = hierarchy
         self.mode = mode
-        self.mib = mib
+        self.mib = mib  # anonymous MiB (hog) or cap (trigger)
+        self.shmem_mib = shmem_mib
+        self.file_mib = file_mib
         self.cgroup = cgroup
         self.adj = adj
         self.state = "new"
         go_r, go_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        argv = [binary, mode, str(mib), str(go_r), str(ready_w), str(step_kib)]
+        argv = [binary, mode, str(mib), str(go_r), str(ready_w), str(step_kib), str(shmem_mib), str(file_mib),
+                file_dir or os.path.dirname(binary), *extra_args]
+        self.extra_pids: list[int] = []  # processes it forked (twins mode); killed with it
+        preexec = None
+        if cpus is not None or not aslr:
+            def preexec() -> None:  # before exec, so every page the process ever touches is counted on one CPU
+                if cpus is not None:
+                    os.sched_setaffinity(0, cpus)
+                if not aslr:  # the same layout every time, so identical hogs need identical page tables
+                    _libc().personality(ADDR_NO_RANDOMIZE)
         try:
-            self.popen = subprocess.Popen(argv, pass_fds=(go_r, ready_w), stdin=subprocess.DEVNULL)
+            self.popen = subprocess.Popen(argv, pass_fds=(go_r, ready_w), stdin=subprocess.DEVNULL,
+                                          preexec_fn=preexec)
         except BaseException:
             for fd in (go_r, go_w, ready_r, ready_w):
                 os.close(fd)
@@ -106,19 +128,20 @@ class HogProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise HogError(f"{self.mode} {self.pid} sent nothing within {timeout}s (waiting for {expected!r})")
-            readable, _, _ = select.select([self._ready_r], [], [], left)
-            if not readable:
+            poller = select.poll()  # not select(): the collector may hold more than 1024 descriptors
+            poller.register(self._ready_r, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if not poller.poll(max(1, int(left * 1000))):
                 continue
             data = os.read(self._ready_r, 1)
             if data == b"E":
-                raise HogError(f"{self.mode} {self.pid} could not map its memory")
+                raise HogError(f"{self.mode} {self.pid} failed to set up its memory (see its stderr)")
             return data
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         got = self.wait_for(b"R", timeout)
         if got != b"R":
             self.popen.wait(timeout=5)
-            raise HogError(f"hog {self.pid} ({self.mib} MiB, adj {self.adj}) in {self.cgroup} died before "
+            raise HogError(f"hog {self.pid} ({self.total_mib} MiB, adj {self.adj}) in {self.cgroup} died before "
                            f"ready: status {self.popen.returncode}")
         self.state = "ready"
 
@@ -130,6 +153,11 @@ class HogProcess:
         return self.popen.poll() == -signal.SIGKILL
 
     def kill(self) -> None:
+        for pid in self.extra_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.popen.poll() is None:
             try:
                 self.popen.send_signal(signal.SIGKILL)
@@ -147,14 +175,22 @@ class HogProcess:
                     pass
         self._go_w = self._ready_r = -1
 
+    @property
+    def total_mib(self) -> int:
+        return self.mib + self.shmem_mib + self.file_mib
+
     def __repr__(self) -> str:
-        return f"<{self.mode} pid={self.pid} {self.mib}MiB adj={self.adj} in {self.cgroup}>"
+        extra = f" +{self.shmem_mib}MiB shmem +{self.file_mib}MiB file" if self.shmem_mib or self.file_mib else ""
+        return f"<{self.mode} pid={self.pid} {self.mib}MiB{extra} adj={self.adj} in {self.cgroup}>"
 
 
-def start_hog(hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int,
-              timeout: float = 10.0) -> HogProcess:
-    """Start a hog, join it to ``cgroup`` with ``adj``, let it touch ``mib`` MiB and wait until it has."""
-    hog = HogProcess(hierarchy, binary, "hog", mib, cgroup, adj)
+def start_hog(hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int, timeout: float = 10.0,
+              shmem_mib: int = 0, file_mib: int = 0, file_dir: str | None = None, cpus: set[int] | None = None,
+              aslr: bool = True) -> HogProcess:
+    """Start a hog, join it to ``cgroup`` with ``adj``, let it touch ``mib`` MiB of anonymous memory (plus
+    ``shmem_mib`` of memfd and ``file_mib`` of mlocked file mapping in ``file_dir``) and wait until it has."""
+    hog = HogProcess(hierarchy, binary, "hog", mib, cgroup, adj, shmem_mib=shmem_mib, file_mib=file_mib,
+                     file_dir=file_dir, cpus=cpus, aslr=aslr)
     hog.join_and_go()
     hog.wait_ready(timeout)
     return hog
@@ -171,3 +207,34 @@ def start_trigger(hierarchy: TestHierarchy, binary: str, cgroup: str, cap_mib: i
         raise HogError(f"trigger {trigger.pid} died before starting: status {trigger.popen.returncode}")
     trigger.state = "started"
     return trigger
+
+
+def start_twins(hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int, cpu: int = 0,
+                timeout: float = 10.0) -> tuple[HogProcess, int, int]:
+    """A forker in ``cgroup`` whose two children hold ``mib`` MiB each, identically (all on one CPU).
+
+    The second child is forked later but gets a lower pid, so the kernel's scan order (fork order) and pid
+    order (how v1's cgroup.procs lists them) disagree.  Returns (forker, first child pid, second child pid).
+    """
+    for _attempt in range(5):
+        # The forker picks a free pid below its first child's (pids may have wrapped, so no guess from here).
+        forker = HogProcess(hierarchy, binary, "twins", mib, cgroup, adj, extra_args=("0",), cpus={cpu})
+        forker.join_and_go()
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            try:
+                got = forker.wait_for(b"T", max(0.1, deadline - time.monotonic()))
+            except HogError:
+                break
+            if not got:
+                break
+            line += got
+        if line.startswith(b"T ") and line.endswith(b"\n"):
+            first, second = (int(x) for x in line.split()[1:3])
+            forker.extra_pids = [first, second]
+            forker.state = "ready"
+            return forker, first, second
+        forker.kill()  # the low pid was taken meanwhile (EEXIST), or clone3 is not allowed: try another
+        hierarchy.processes.remove(forker)
+    raise HogError("could not start twins (clone3 with set_tid needs CAP_SYS_ADMIN and kernel 5.5+)")

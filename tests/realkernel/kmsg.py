@@ -37,6 +37,7 @@ class KmsgReader:
         self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self.fd, 0, os.SEEK_END)
         self.overruns = 0
+        self.lines: list[str] = []  # every record read so far (first line of each)
 
     def read_new(self) -> list[str]:
         lines = []
@@ -52,6 +53,7 @@ class KmsgReader:
                 break
             head, _, text = record.decode("utf-8", "replace").partition(";")
             lines.append(text.split("\n", 1)[0])
+        self.lines.extend(lines)
         return lines
 
     def close(self) -> None:
@@ -109,12 +111,13 @@ def parse_kills(lines: list[str]) -> list[OomKill]:
 
 
 def collect_kills(reader: KmsgReader, want: int, timeout: float, settle: float = 0.2) -> list[OomKill]:
-    """Read new records until ``want`` kills were logged (then a short settle for stragglers) or timeout."""
-    lines: list[str] = []
+    """Every kill logged since the reader opened, once ``want`` were seen (plus a short settle for
+    stragglers) or at the timeout."""
+    lines = reader.lines
     deadline = time.monotonic() + timeout
     seen_at = None
     while time.monotonic() < deadline:
-        lines.extend(reader.read_new())
+        reader.read_new()
         kills = parse_kills(lines)
         if len(kills) >= want:
             if seen_at is None:
@@ -122,5 +125,5 @@ def collect_kills(reader: KmsgReader, want: int, timeout: float, settle: float =
             elif time.monotonic() - seen_at >= settle:
                 return kills
         time.sleep(0.02)
-    lines.extend(reader.read_new())
+    reader.read_new()
     return parse_kills(lines)

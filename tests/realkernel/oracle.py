@@ -26,7 +26,9 @@ class ProcMemory:
         """``oom_badness()`` from the kernel's own figures (same formula as mm/oom_kill.c)."""
         kb_per_page = page_size // 1024
         rss = (self.rss_anon_kb + self.rss_file_kb + self.rss_shmem_kb) // kb_per_page
-        return rss + self.swap_kb // kb_per_page + self.pte_kb // kb_per_page + self.oom_score_adj * (totalpages // 1000)
+        swap = self.swap_kb // kb_per_page
+        pgtables = self.pte_kb // kb_per_page
+        return rss + swap + pgtables + self.oom_score_adj * (totalpages // 1000)
 
 
 def read_proc_memory(pid: int) -> ProcMemory:
