@@ -303,7 +303,7 @@ class CgroupReader:
         else:
             usage = current  # type: ignore[assignment]
             events = self._keyed("memory.events")
-            local = self._keyed("memory.events.local", slow)
+            local = self._keyed("memory.events.local")
             limit = self._value("memory.max", parse_v2_limit, slow)
             high = self._value("memory.high", parse_v2_limit, slow)
             swap_limit = self._value("memory.swap.max", parse_v2_limit, slow)
