@@ -224,7 +224,8 @@ def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
             source = RecordingSource(source, Recorder(args.record, args.interval, args.redact_cmdline))
         except RecordingStopped as error:
             raise UsageError(str(error)) from None
-    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval)
+    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval,
+                    tune_gc=True)
     try:
         app.run()
     finally:

@@ -7,7 +7,7 @@ the UI shows.  Ordering is by kill likelihood: siblings nearest their limit firs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oomtop.model import Cgroup, CgroupKind, QosClass, Sample, Task
@@ -26,6 +26,14 @@ class View:
     by_path: dict[str, Cgroup]
     children: dict[str, list[str]]
     tasks_by_cgroup: dict[str, list[Task]]
+    node_scores: dict[tuple[int, int], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # task key -> score in the node-wide domain, for tasks no limit covers (one dict, not a scan per task)
+        scores: dict[tuple[int, int], int] = {}
+        for candidate in self.prediction.node.candidates:
+            scores.setdefault(candidate.task.key, candidate.score)
+        object.__setattr__(self, "node_scores", scores)
 
     @classmethod
     def of(cls, sample: Sample) -> View:
@@ -54,8 +62,8 @@ class View:
         score = self.prediction.memcg_score.get(task.key)
         if score is not None:
             return score
-        node_candidate = next((c for c in self.prediction.node.candidates if c.task.key == task.key), None)
-        return node_candidate.score if node_candidate else -10**9
+        node_score = self.node_scores.get(task.key)
+        return node_score if node_score is not None else -10**9
 
     def ordered_children(self, path: str) -> list[Cgroup]:
         kids = [self.by_path[child] for child in self.children.get(path, ())]

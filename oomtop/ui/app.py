@@ -1,0 +1,359 @@
+"""The oomtop Textual app: reads one Source, shows the node's cgroups and processes ranked by kill likelihood.
+
+``OomtopApp(source, clock=...)`` runs on anything that yields Updates (the live node, a replay, a fixture), so
+tests drive the real app.  Collection never stops: while the display is paused, Samples are recorded into the
+history and counted, and the newest one is shown on resume; kills are always listed and flashed.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer
+
+from oomtop.model import OomEvent, Sample
+from oomtop.report import View
+from oomtop.source import Notice, Source, Update
+from oomtop.ui.details import DetailsPane
+from oomtop.ui.events import EventPane
+from oomtop.ui.explanation import ExplanationScreen
+from oomtop.ui.filterbar import FilterBar
+from oomtop.ui.header import HeaderState, NodeHeader
+from oomtop.ui.help import HelpScreen
+from oomtop.ui.history import History
+from oomtop.ui.notices import NoticeBar, means_no_root, warning_key
+from oomtop.ui.rows import Ranking, Row, RowKey, TreeState, ancestors, build_rows, task_key, victim_keys
+from oomtop.ui.themes import DEFAULT_THEME, Catalogue, discover, to_textual, variable_defaults
+from oomtop.ui.tree import ProcessTree
+
+FLASH_S = 6.0
+NARROW_BELOW = 140
+
+
+def tune_gc() -> None:
+    """Keep the cyclic GC from stalling the screen (measured in bench/bench_ui.py: a full collection over the
+    app's ~300,000 long-lived objects cost 100+ ms every few updates, the p95).  Everything alive once the first
+    Sample is on screen (Textual's widgets, styles, caches) moves to the permanent generation, and young
+    collections run less often.  Process-wide, so only the ``oomtop`` command turns it on, not tests."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+class OomtopApp(App[None]):
+    """top for memory cgroups."""
+
+    TITLE = "oomtop"
+    CSS = """
+    Screen { layout: vertical; background: $background; }
+    #main { layout: horizontal; height: 1fr; }
+    #tree { width: 1fr; height: 100%; }
+    #side { width: 52; height: 100%; layout: vertical; }
+    #details { height: 1fr; }
+    #events { height: 12; }
+    #main.-narrow { layout: vertical; }
+    #main.-narrow #tree { width: 100%; height: 1fr; }
+    #main.-narrow #side { width: 100%; height: 8; layout: horizontal; }
+    #main.-narrow #details { width: 1fr; height: 100%; }
+    #main.-narrow #events { width: 1fr; height: 100%; }
+    """
+
+    BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("space", "pause", "Pause"),
+        Binding("n", "next_victim", "Next victim"),
+        Binding("N", "node_victim", "Node victim", show=False),
+        Binding("e", "events", "Events"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        clock: Callable[[], float] = time.time,
+        theme: str | None = None,
+        catalogue: Catalogue | None = None,
+        notices: Iterable[Notice] = (),
+        cursor_blink: bool = True,
+        interval_s: float | None = None,
+        tune_gc: bool = False,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.cursor_blink = cursor_blink
+        self.tune_gc = tune_gc
+        self.interval_s = interval_s if interval_s is not None else getattr(source, "interval_s", None)
+        self.state = TreeState()
+        self.history = History()
+        self.view: View | None = None
+        self.ranking: Ranking | None = None
+        self.latest: Sample | None = None
+        self.paused = False
+        self.pending = 0
+        self.no_root = False
+        self.flash: OomEvent | None = None
+        self._flash_timer: Timer | None = None
+        self.updates_seen = 0
+        self.samples_shown = 0
+        self._startup_notices = list(notices)
+        self._last_sample_time: float | None = None
+        self._observed_interval: float | None = None
+        self._ui_ready = False
+        catalogue = catalogue if catalogue is not None else discover()
+        for spec in catalogue.themes.values():
+            self.register_theme(to_textual(spec))
+        chosen = theme or DEFAULT_THEME
+        self.theme = chosen if chosen in self.available_themes else (
+            DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark")
+
+    # -------------------------------------------------------------------------------------------- layout
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return variable_defaults()
+
+    def compose(self) -> ComposeResult:
+        # Held by reference: while a modal screen is up, queries would search that screen instead.
+        self.header_bar = NodeHeader(id="header")
+        self.notice_bar = NoticeBar(id="notices")
+        self.process_tree = ProcessTree(id="tree")
+        self.process_tree.toggle_handler = self._toggle
+        self.details_pane = DetailsPane(id="details")
+        self.event_pane = EventPane(id="events")
+        self.filter_bar = FilterBar(id="filter", cursor_blink=self.cursor_blink)
+        yield self.header_bar
+        yield self.notice_bar
+        with Container(id="main") as main:
+            self.main_area = main
+            yield self.process_tree
+            with Container(id="side"):
+                yield self.details_pane
+                yield self.event_pane
+        yield self.filter_bar
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._ui_ready = True
+        self.process_tree.focus()
+        for notice in self._startup_notices:
+            self.notice_bar.add(self._notice_key(notice), notice.text)
+        self._refresh_header()
+        self._consume()
+        self.set_interval(1.0, self._refresh_header)
+
+    def on_resize(self) -> None:
+        self.main_area.set_class(self.size.width < NARROW_BELOW, "-narrow")
+
+    # ---------------------------------------------------------------------------------------- the source
+
+    @work(exclusive=True, group="source")
+    async def _consume(self) -> None:
+        try:
+            async for update in self.source.updates():
+                self.apply(update)
+                self.updates_seen += 1
+        except Exception as error:  # noqa: BLE001 - shown, not a traceback over the screen
+            self._apply_notice(Notice(f"the source stopped: {error}", "source-error"))
+
+    def apply(self, update: Update) -> None:
+        """One Update from the source (also called directly by tests and the benchmark)."""
+        if isinstance(update, Sample):
+            self._apply_sample(update)
+        elif isinstance(update, OomEvent):
+            self._apply_event(update)
+        elif isinstance(update, Notice):
+            self._apply_notice(update)
+
+    def _apply_sample(self, sample: Sample) -> None:
+        self.history.record(sample)
+        self.latest = sample
+        if self.interval_s is None and self._last_sample_time is not None:
+            step = sample.time - self._last_sample_time
+            self._observed_interval = step if step > 0 else None
+        self._last_sample_time = sample.time
+        for warning in sample.warnings:
+            self._apply_notice(Notice(warning, warning_key(warning)))
+        if self.paused:
+            self.pending += 1
+            self._refresh_header()
+            return
+        self._show(sample)
+
+    def _show(self, sample: Sample) -> None:
+        self.view = View.of(sample)
+        self.ranking = Ranking(self.view, growth=self.history.growth)
+        self.samples_shown += 1
+        self.rebuild()
+        if self.tune_gc and self.samples_shown == 1:
+            tune_gc()
+
+
+    def _apply_event(self, event: OomEvent) -> None:
+        if event.predicted_victim_pid is None and not event.historical and self.view is not None:
+            event = replace(event, predicted_victim_pid=self._predicted_for(event))
+        self.event_pane.add(event)
+        if not event.historical:
+            self.flash = event
+            if self._flash_timer is not None:
+                self._flash_timer.stop()
+            self._flash_timer = self.set_timer(FLASH_S, self._end_flash)
+        self._refresh_header()
+
+    def _predicted_for(self, event: OomEvent) -> int | None:
+        """What the Sample on screen predicted for that domain (when the source did not say)."""
+        assert self.view is not None
+        prediction = self.view.prediction
+        verdict = prediction.node if event.kind == "global" else prediction.by_domain.get(event.oom_cgroup or "")
+        return verdict.victim.pid if verdict is not None and verdict.victim is not None else None
+
+    def _end_flash(self) -> None:
+        self.flash = None
+        self._refresh_header()
+
+    @staticmethod
+    def _notice_key(notice: Notice) -> str:
+        """Sample warnings are keyed without their numbers; a source's notices by kind and text (the live
+        source gives every watcher notice the same kind)."""
+        return notice.key if notice.key.startswith("sample:") else f"{notice.key}\0{notice.text}"
+
+    def _apply_notice(self, notice: Notice) -> None:
+        if means_no_root(notice.key, notice.text):
+            self.no_root = True
+        if self._ui_ready:
+            self.notice_bar.add(self._notice_key(notice), notice.text)
+        else:
+            self._startup_notices.append(notice)
+        self._refresh_header()
+
+    # ------------------------------------------------------------------------------------------ painting
+
+    def rebuild(self) -> None:
+        """Rows from the View on screen and the user's state; the tree keeps its cursor by key."""
+        if self.ranking is None:
+            return
+        self.process_tree.set_rows(build_rows(self.ranking, self.state))
+        self._refresh_header()
+        self._refresh_details()
+
+    def _refresh_header(self) -> None:
+        if not self._ui_ready:
+            return
+        interval = self.interval_s if self.interval_s is not None else self._observed_interval
+        self.header_bar.show(HeaderState(
+            view=self.view, now=self.clock(), mode=getattr(self.source, "mode", "live"), paused=self.paused,
+            pending=self.pending, interval_s=interval, no_root=self.no_root, sort=self.state.sort.value,
+            filter_text=self.state.filter_text, flash=self.flash,
+        ))  # fmt: skip
+
+    def _refresh_details(self) -> None:
+        self.details_pane.show(self.process_tree.cursor_row, self.ranking, self.history)
+
+    def on_process_tree_highlighted(self, message: ProcessTree.Highlighted) -> None:
+        self._refresh_details()
+
+    def on_process_tree_toggle_requested(self, message: ProcessTree.ToggleRequested) -> None:
+        self._toggle(message.key, message.expand)
+
+    def _toggle(self, key: RowKey, expand: bool) -> None:
+        self.state.expanded[key] = expand
+        self.rebuild()
+
+    def on_process_tree_heading_clicked(self, message: ProcessTree.HeadingClicked) -> None:
+        self.action_sort()
+
+    def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
+        self.state.filter_text = message.text
+        self.rebuild()
+        if message.done:
+            self.process_tree.focus()
+
+    def on_event_pane_chosen(self, message: EventPane.Chosen) -> None:
+        self.push_screen(ExplanationScreen(message.event))
+
+    # ------------------------------------------------------------------------------------------- actions
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([text for _, text in self.notice_bar.notices]))
+
+    def action_filter(self) -> None:
+        self.filter_bar.open()
+
+    def action_sort(self) -> None:
+        self.state.sort = self.state.sort.next()
+        self.rebuild()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.pending = 0
+            if self.latest is not None and (self.view is None or self.latest is not self.view.sample):
+                self._show(self.latest)
+        self._refresh_header()
+
+    def _reveal(self, key: RowKey | None) -> bool:
+        """Open every ancestor of ``key`` and put the cursor on it."""
+        if key is None or self.ranking is None:
+            return False
+        full = build_rows(self.ranking, self.state, expand_all=True)
+        if not any(row.key == key for row in full):
+            return False
+        for parent in ancestors(full, key):
+            self.state.expanded[parent] = True
+        self.rebuild()
+        self.process_tree.focus()
+        return self.process_tree.move_to(key)
+
+    def action_next_victim(self) -> None:
+        if self.ranking is None:
+            return
+        full: list[Row] = build_rows(self.ranking, self.state, expand_all=True)
+        victims = victim_keys(full)
+        if not victims:
+            self.notify("no process is a predicted victim", timeout=3)
+            return
+        position = {row.key: i for i, row in enumerate(full)}
+        here = position.get(self.process_tree.cursor_key, -1) if self.process_tree.cursor_key is not None else -1
+        target = next((key for key in victims if position[key] > here), victims[0])
+        self._reveal(target)
+
+    def action_node_victim(self) -> None:
+        victim = self.view.prediction.node.victim if self.view is not None else None
+        if victim is None or not self._reveal(task_key(victim)):
+            self.notify("no node-wide victim on screen", timeout=3)
+
+    def action_focus_tree(self) -> None:
+        self.process_tree.focus()
+
+    def action_events(self) -> None:
+        self.event_pane.focus_newest()
+
+    async def action_quit(self) -> None:
+        self.source.close()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.source.close()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Keys, marks and the ranking rule (?)", self.action_help)
+        yield SystemCommand("Filter", "Filter rows by text (/)", self.action_filter)
+        yield SystemCommand("Sort", f"Cycle the sort order, now {self.state.sort.value} (s)", self.action_sort)
+        yield SystemCommand("Pause / resume", "Freeze the display; collection goes on (space)", self.action_pause)
+        yield SystemCommand("Expand / collapse", "Open or close the selected row (enter)",
+                            self.process_tree.action_toggle_row)
+        yield SystemCommand("Next victim", "Jump to the next predicted victim (n)", self.action_next_victim)
+        yield SystemCommand("Node-wide victim", "Jump to the node-wide OOM victim (N)", self.action_node_victim)
+        yield SystemCommand("Events", "Focus the OOM kill list (e)", self.action_events)
