@@ -33,6 +33,7 @@ from oomtop.ui.history import History
 from oomtop.ui.notices import NoticeBar, means_no_root, warning_key
 from oomtop.ui.rows import Ranking, Row, RowKey, TreeState, ancestors, build_rows, task_key, victim_keys
 from oomtop.ui.themes import DEFAULT_THEME, Catalogue, discover, to_textual, variable_defaults
+from oomtop.ui.timeline import GotoScreen, Timeline
 from oomtop.ui.tree import ProcessTree
 
 FLASH_S = 6.0
@@ -76,7 +77,16 @@ class OomtopApp(App[None]):
         Binding("N", "node_victim", "Node victim", show=False),
         Binding("e", "events", "Events"),
         Binding("q", "quit", "Quit"),
+        # Replay only (check_action hides them on a live source):
+        Binding("comma", "step(-1)", "Step back"),
+        Binding("full_stop", "step(1)", "Step"),
+        Binding("left_square_bracket", "previous_kill", "Prev kill"),
+        Binding("right_square_bracket", "next_kill", "Next kill"),
+        Binding("g", "goto", "Go to"),
+        Binding("plus", "speed(1)", "Faster", show=False),
+        Binding("minus", "speed(-1)", "Slower", show=False),
     ]
+    REPLAY_ACTIONS = {"step", "previous_kill", "next_kill", "goto", "speed"}
 
     def __init__(
         self,
@@ -142,6 +152,10 @@ class OomtopApp(App[None]):
                 yield self.details_pane
                 yield self.event_pane
         yield self.filter_bar
+        self.timeline: Timeline | None = None
+        if self.replaying:
+            self.timeline = Timeline(id="timeline")
+            yield self.timeline
         yield Footer()
 
     def on_mount(self) -> None:
@@ -152,6 +166,8 @@ class OomtopApp(App[None]):
         self._refresh_header()
         self._consume()
         self.set_interval(1.0, self._refresh_header)
+        if self.replaying:
+            self.set_interval(0.25, self._refresh_timeline)
 
     def on_resize(self) -> None:
         self.main_area.set_class(self.size.width < NARROW_BELOW, "-narrow")
@@ -176,7 +192,15 @@ class OomtopApp(App[None]):
         elif isinstance(update, Notice):
             self._apply_notice(update)
 
+    @property
+    def replaying(self) -> bool:
+        return getattr(self.source, "mode", "live") == "replay"
+
     def _apply_sample(self, sample: Sample) -> None:
+        if self.replaying and self.latest is not None and sample.time < self.latest.time:
+            # Jumped back: the history and the kill list start over at the new position.
+            self.history = History()
+            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]
         self.history.record(sample)
         self.latest = sample
         if self.interval_s is None and self._last_sample_time is not None:
@@ -190,6 +214,7 @@ class OomtopApp(App[None]):
             self._refresh_header()
             return
         self._show(sample)
+        self._refresh_timeline()
 
     def _show(self, sample: Sample) -> None:
         self.view = View.of(sample)
@@ -294,7 +319,60 @@ class OomtopApp(App[None]):
         self.state.sort = self.state.sort.next()
         self.rebuild()
 
+    def _refresh_timeline(self) -> None:
+        if self.timeline is None or not self._ui_ready:
+            return
+        source = self.source
+        recording = source.recording  # type: ignore[attr-defined]
+        end = self.latest.time if self.latest is not None else None
+        if getattr(self, "_recording_end", None) is None:
+            self._recording_end = recording.end_time
+        self.timeline.show(
+            position=end, start=recording.start_time, end=self._recording_end or end,
+            kill_times=source.event_times, playing=source.playing, speed=source.speed,  # type: ignore[attr-defined]
+        )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.REPLAY_ACTIONS and not self.replaying:
+            return False
+        return True
+
+    def action_step(self, count: int) -> None:
+        source = self.source
+        source.pause()  # type: ignore[attr-defined]
+        if not source.step(count):  # type: ignore[attr-defined]
+            self.notify("start of the recording" if count < 0 else "end of the recording", timeout=2)
+        self._refresh_timeline()
+
+    def action_next_kill(self) -> None:
+        if self.source.next_kill() is None:  # type: ignore[attr-defined]
+            self.notify("no later OOM kill in this recording", timeout=3)
+        self._refresh_timeline()
+
+    def action_previous_kill(self) -> None:
+        if self.source.previous_kill() is None:  # type: ignore[attr-defined]
+            self.notify("no earlier OOM kill in this recording", timeout=3)
+        self._refresh_timeline()
+
+    def action_speed(self, direction: int) -> None:
+        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]
+        self._refresh_timeline()
+
+    def action_goto(self) -> None:
+        recording = self.source.recording  # type: ignore[attr-defined]
+
+        def jump(target: float | None) -> None:
+            if target is not None:
+                self.source.seek(target)  # type: ignore[attr-defined]
+                self._refresh_timeline()
+
+        self.push_screen(GotoScreen(self.latest.time if self.latest else None, recording.start_time), jump)
+
     def action_pause(self) -> None:
+        if self.replaying:  # over a recording, space plays and pauses the recording itself
+            self.source.toggle()  # type: ignore[attr-defined]
+            self._refresh_timeline()
+            return
         self.paused = not self.paused
         if not self.paused:
             self.pending = 0
@@ -357,3 +435,11 @@ class OomtopApp(App[None]):
         yield SystemCommand("Next victim", "Jump to the next predicted victim (n)", self.action_next_victim)
         yield SystemCommand("Node-wide victim", "Jump to the node-wide OOM victim (N)", self.action_node_victim)
         yield SystemCommand("Events", "Focus the OOM kill list (e)", self.action_events)
+        if self.replaying:
+            yield SystemCommand("Replay: play / pause", "Play or pause the recording (space)", self.action_pause)
+            yield SystemCommand("Replay: step back", "One sample back (,)", lambda: self.action_step(-1))
+            yield SystemCommand("Replay: step forward", "One sample forward (.)", lambda: self.action_step(1))
+            yield SystemCommand("Replay: previous kill", "Jump to the previous OOM kill ([)", self.action_previous_kill)
+            yield SystemCommand("Replay: next kill", "Jump to the next OOM kill (])", self.action_next_kill)
+            yield SystemCommand("Replay: go to a time", "Jump to a time (g)", self.action_goto)
+            yield SystemCommand("Replay: faster / slower", "Play speed (+ / -)", lambda: self.action_speed(1))

@@ -119,6 +119,18 @@ class EventPane(Vertical):
             listing.highlighted = 0
         self._title()
 
+    def replace_all(self, events: list[OomEvent]) -> None:
+        """Show exactly these kills (oldest first in ``events``): a replay that jumped back in time."""
+        listing = self.option_list
+        self.events = list(reversed(events))[:MAX_EVENTS]
+        listing.clear_options()
+        if self.events:
+            styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
+            listing.add_options([Option(event_line(item, styles)) for item in self.events])
+        else:
+            listing.add_options([Option(Text("no OOM kills seen", "dim", end=""), disabled=True)])
+        self._title()
+
     def focus_newest(self) -> None:
         listing = self.option_list
         listing.focus()

@@ -1,0 +1,131 @@
+"""The app over a recording: the timeline, its keys, and snapshots of the replay screen."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oomtop.model import Sample
+from oomtop.record.reader import Recording
+from oomtop.record.replay import ReplaySource
+from oomtop.record.writer import RecordingFile
+from oomtop.ui.timeline import parse_goto, timeline_text
+from tests.ui_fixtures import FIXED_TIME, collect, fixed_clock, kill_event, kube_host, snapshot, utc  # noqa: F401
+
+
+class Mono:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_recording(tmp_path: Path, count: int = 40) -> tuple[str, list[Sample]]:
+    """``count`` samples one second apart (usage growing) with a kill after the 25th, in 10 s segments."""
+    base = collect(kube_host(tmp_path / "host", "v1"))
+    samples = []
+    for index in range(count):
+        cgroups = tuple(replace(c, usage_bytes=c.usage_bytes + index * (1 << 20)) for c in base.cgroups)
+        samples.append(replace(base, time=FIXED_TIME + index, monotonic=1000.0 + index, cgroups=cgroups, seq=index))
+    path = str(tmp_path / "session.oomrec")
+    clock = Mono()
+    recording = RecordingFile(path, 1.0, segment_s=10.0, monotonic=clock)
+    for index, sample in enumerate(samples):
+        clock.now += 1.0
+        recording.write_sample(sample)
+        if index == 25:
+            recording.write_event(kill_event(sample, at=sample.time + 0.5))
+    recording.close()
+    return path, samples
+
+
+def app_for(path: str, playing: bool = False):  # type: ignore[no-untyped-def]
+    from oomtop.ui.app import OomtopApp
+
+    source = ReplaySource(Recording(path), playing=playing)
+    return OomtopApp(source, clock=fixed_clock, cursor_blink=False, interval_s=1.0)
+
+
+async def until(predicate, pilot: Any) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(400):
+        if predicate():
+            break
+        await asyncio.sleep(0.005)
+    await pilot.pause()
+
+
+async def test_replay_keys_move_through_time(tmp_path: Path, utc: None) -> None:  # noqa: F811
+    path, samples = make_recording(tmp_path)
+    app = app_for(path)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(lambda: app.latest is not None, pilot)
+        assert app.latest.time == samples[0].time
+        await pilot.press("full_stop")
+        await until(lambda: app.latest.time == samples[1].time, pilot)
+        await pilot.press("comma")
+        await until(lambda: app.latest.time == samples[0].time, pilot)
+        await pilot.press("right_square_bracket")  # next kill: the sample just before it
+        await until(lambda: app.latest.time == samples[25].time, pilot)
+        assert len(app.event_pane.events) == 0
+        await pilot.press("full_stop")
+        await until(lambda: app.latest.time == samples[26].time, pilot)
+        await until(lambda: len(app.event_pane.events) == 1, pilot)
+        await pilot.press("left_square_bracket")
+        await until(lambda: app.latest.time == samples[25].time, pilot)
+        assert len(app.event_pane.events) == 0  # jumped back before the kill: it is not listed any more
+        await pilot.press("g")
+        await pilot.press(*"+10s")
+        await pilot.press("enter")
+        await until(lambda: app.latest.time == samples[35].time, pilot)
+        await pilot.press("plus")
+        assert app.source.speed == 2.0
+        await pilot.press("space")
+        assert app.source.playing
+        await until(lambda: app.latest.time == samples[-1].time, pilot)
+        assert "REPLAY" in str(app.header_bar.render())
+
+
+async def test_replay_keys_are_absent_on_a_live_source() -> None:
+    from tests.ui_fixtures import make_app
+
+    app = make_app([])
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.check_action("next_kill", ()) is False
+        assert app.timeline is None
+
+
+def test_goto_parsing() -> None:
+    start = FIXED_TIME
+    assert parse_goto("+10m", start, start) == start + 600
+    assert parse_goto("-30s", start, start) == start - 30
+    assert parse_goto("+2", start, start) == start + 2
+    assert parse_goto("yesterday", start, start) is None
+    assert parse_goto("", start, start) is None
+    at = parse_goto("12:34:56", start, start)
+    assert at is not None and abs(at - start) < 86400
+
+
+def test_timeline_marks_kills_and_position() -> None:
+    text = timeline_text(150.0, 100.0, 200.0, [180.0], playing=False, speed=1.0, width=120).plain
+    assert "✗" in text and "●" in text and "paused" in text
+    assert text.index("●") < text.index("✗")
+
+
+def test_replay_screen_snapshot(snap_compare: Any, tmp_path: Path, utc: None) -> None:  # noqa: F811
+    path, samples = make_recording(tmp_path)
+
+    async def run_before(pilot: Any) -> None:
+        app = pilot.app
+        await until(lambda: app.latest is not None, pilot)
+        await pilot.press("right_square_bracket")
+        await until(lambda: app.latest.time == samples[25].time, pilot)
+        await pilot.press("full_stop")
+        await until(lambda: len(app.event_pane.events) == 1, pilot)
+
+    assert snap_compare(app_for(path), terminal_size=(160, 50), run_before=run_before)
