@@ -3,6 +3,8 @@
     magic   b"OOMTOP-REC\\n"
     frame   b"OT" | type:u8 | flags:u8 | length:u32 | crc32:u32 | time:f64 | payload[length]
 
+The CRC covers the header's other fields as well as the payload, so a flipped flag or time is caught too.
+
 A reader checks every frame's CRC, so a truncated or damaged file replays up to the damage, and frames written
 after it (a new segment starts a new zlib stream) can be found again by scanning for the next valid header.
 """
@@ -29,8 +31,13 @@ FRAME_TYPES = {HEADER, DATA, EVENT, NOTICE, END}
 SEGMENT_START = 0x01  # this DATA frame starts a new zlib stream whose first record is a keyframe
 
 
+def _checksum(frame_type: int, flags: int, length: int, time_s: float, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(FRAME.pack(FRAME_TAG, frame_type, flags, length, 0, time_s)))
+
+
 def pack(frame_type: int, payload: bytes, time_s: float, flags: int = 0) -> bytes:
-    return FRAME.pack(FRAME_TAG, frame_type, flags, len(payload), zlib.crc32(payload), time_s) + payload
+    crc = _checksum(frame_type, flags, len(payload), time_s, payload)
+    return FRAME.pack(FRAME_TAG, frame_type, flags, len(payload), crc, time_s) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ def _frame_at(view: memoryview, offset: int) -> tuple[Frame | None, str]:
     if end > len(view):
         return None, "cut short (the recorder stopped mid-frame)"
     with view[offset + FRAME.size : end] as payload:
-        if zlib.crc32(payload) != crc:
+        if _checksum(frame_type, flags, length, time_s, payload) != crc:
             return None, "checksum mismatch"
     return Frame(offset, frame_type, flags, time_s, offset + FRAME.size, length), ""
 

@@ -13,7 +13,7 @@ import mmap
 import os
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oomtop.model import Cgroup, Identity, OomEvent, Sample, Task
@@ -72,7 +72,6 @@ class Recording:
         self._decoder = codec.Decoder(self.header.get("schemas") or {})
         self._starts = [segment.start_time for segment in self.segments]
         self._cache: OrderedDict[int, list[Sample]] = OrderedDict()
-        self._damaged_segments: set[int] = set()
 
     def _index(self) -> None:
         current: Segment | None = None
@@ -143,14 +142,24 @@ class Recording:
             try:
                 buffer += decompressor.decompress(frame.payload(self._data))
             except zlib.error:
+                self._segment_damaged(segment, frame.offset, len(samples))
                 break
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 try:
                     samples.append(state.apply(json.loads(line), self._decoder))
-                except (ValueError, TypeError, KeyError, IndexError):
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                    self._segment_damaged(segment, frame.offset, len(samples))
                     return samples
         return samples
+
+    def _segment_damaged(self, segment: Segment, offset: int, decoded: int) -> None:
+        """A segment whose checksums held but whose contents do not decode: say so (once) instead of hiding it."""
+        if self.damage is None:
+            self.damage = (
+                f"{os.path.basename(self.path)}: the samples recorded after {decoded} of the segment starting "
+                f"at byte {segment.frames[0].offset} could not be decoded (near byte {offset}); the rest replays"
+            )
 
     def segment_of(self, time_s: float) -> int:
         """The segment holding the sample at or before ``time_s`` (the first one for earlier times)."""
@@ -200,6 +209,8 @@ class _DecodeState:
         self.identities: dict[str, Identity] = {}
         self.cgroups: dict[str, Cgroup] = {}
         self.tasks: dict[tuple[int, int], Task] = {}
+        self.raw_cgroups: dict[str, list[Any]] = {}  # records as written, for applying field changes
+        self.raw_tasks: dict[tuple[int, int], list[Any]] = {}
         self.cgroup_order: list[str] = []
         self.task_order: list[tuple[int, int]] = []
         self.node: Any = None
@@ -213,14 +224,18 @@ class _DecodeState:
             self.node = decoder.node(node)
             self.warnings = tuple(warnings)
             self.cgroups = {}
+            self.raw_cgroups = {}
             for values in cgroups:
                 cgroup = decoder.cgroup(values, self.identities.get(values[0]) or _plain(values[0]))
                 self.cgroups[cgroup.path] = cgroup
+                self.raw_cgroups[cgroup.path] = values
             self.cgroup_order = [values[0] for values in cgroups]
             self.tasks = {}
+            self.raw_tasks = {}
             for values in tasks:
                 task = decoder.task(values)
                 self.tasks[task.key] = task
+                self.raw_tasks[task.key] = values
             self.task_order = list(self.tasks)
         elif kind == "D":
             _, time_s, mono, seq, node, warnings, identities, cgroups, cgroup_order, tasks, task_order = record
@@ -231,23 +246,34 @@ class _DecodeState:
             for path, value in identities.items():
                 self.identities[path] = decoder.identity(value)
                 if path in self.cgroups:
-                    from dataclasses import replace
-
                     self.cgroups[path] = replace(self.cgroups[path], identity=self.identities[path])
             for values in cgroups:
-                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or _plain(values[0]))
-                self.cgroups[cgroup.path] = cgroup
+                if len(values) == 2 and isinstance(values[1], list) and values[0] in self.cgroups:
+                    path, changed = values
+                    merged = _merge(self.raw_cgroups[path], changed)
+                else:
+                    path, merged = values[0], values
+                self.raw_cgroups[path] = merged
+                self.cgroups[path] = decoder.cgroup(merged, self.identities.get(path) or _plain(path))
             for values in tasks:
-                task = decoder.task(values)
+                if len(values) == 3 and isinstance(values[2], list) and (values[0], values[1]) in self.tasks:
+                    key = (values[0], values[1])
+                    merged = _merge(self.raw_tasks[key], values[2])
+                else:
+                    merged = values
+                task = decoder.task(merged)
+                self.raw_tasks[task.key] = merged
                 self.tasks[task.key] = task
             if cgroup_order is not None:
-                self.cgroup_order = list(cgroup_order)
+                self.cgroup_order = _apply_order(self.cgroup_order, cgroup_order, str)
                 keep = set(self.cgroup_order)
                 self.cgroups = {p: c for p, c in self.cgroups.items() if p in keep}
+                self.raw_cgroups = {p: c for p, c in self.raw_cgroups.items() if p in keep}
             if task_order is not None:
-                self.task_order = [tuple(key) for key in task_order]  # type: ignore[misc]
+                self.task_order = _apply_order(self.task_order, task_order, tuple)
                 keep_tasks = set(self.task_order)
                 self.tasks = {k: t for k, t in self.tasks.items() if k in keep_tasks}
+                self.raw_tasks = {k: t for k, t in self.raw_tasks.items() if k in keep_tasks}
         else:
             raise ValueError(f"unknown record {kind!r}")
         return Sample(
@@ -259,6 +285,26 @@ class _DecodeState:
             warnings=self.warnings,
             seq=seq,
         )
+
+
+def _merge(record: list[Any], changed: list[Any]) -> list[Any]:
+    merged = list(record)
+    for position in range(0, len(changed) - 1, 2):
+        index = changed[position]
+        if 0 <= index < len(merged):
+            merged[index] = changed[position + 1]
+    return merged
+
+
+def _apply_order(before: list[Any], change: Any, kind: type) -> list[Any]:
+    """A new member order from a whole list, or from {"del", "ins"} applied to the previous one."""
+    if isinstance(change, list):
+        return [kind(key) if kind is tuple else key for key in change]
+    removed = {kind(key) if kind is tuple else key for key in change.get("del", ())}
+    order = [key for key in before if key not in removed]
+    for position, key in change.get("ins", ()):
+        order.insert(position, kind(key) if kind is tuple else key)
+    return order
 
 
 def _plain(path: str) -> Identity:

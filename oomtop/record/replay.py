@@ -35,6 +35,7 @@ class ReplaySource:
         self.event_times = sorted(event.time or 0.0 for event in recording.events)
         self._events = sorted(recording.events, key=lambda event: event.time or 0.0)
         self._emitted_events = 0
+        self._last_kill: tuple[int, tuple[int, int]] | None = None  # the kill last jumped to, and where it left us
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -111,24 +112,30 @@ class ReplaySource:
         return True
 
     def next_kill(self) -> OomEvent | None:
-        """Jump to the first kill after the current position (to the sample just before it)."""
+        """Jump to the first kill after the current position (to the last sample before it, so the screen shows
+        what led to it).  Pressed again from there, it goes on to the kill after that one."""
         now = self.position_time
         index = bisect.bisect_right(self.event_times, now if now is not None else float("-inf"))
-        if index >= len(self._events):
-            return None
-        event = self._events[index]
-        self.seek(event.time or 0.0)
-        return event
+        if self._last_kill is not None and self._last_kill[1] == (self._segment, self._position):
+            index = max(index, self._last_kill[0] + 1)
+        return self._jump_to_kill(index)
 
     def previous_kill(self) -> OomEvent | None:
+        """Jump to the last kill before the current position (to the sample just before it)."""
         now = self.position_time
         if now is None:
             return None
         index = bisect.bisect_left(self.event_times, now) - 1
-        if index < 0:
+        if self._last_kill is not None and self._last_kill[1] == (self._segment, self._position):
+            index = min(index, self._last_kill[0] - 1)
+        return self._jump_to_kill(index)
+
+    def _jump_to_kill(self, index: int) -> OomEvent | None:
+        if not 0 <= index < len(self._events):
             return None
         event = self._events[index]
         self.seek((event.time or 0.0) - 1e-6)
+        self._last_kill = (index, (self._segment, self._position))
         return event
 
     # --------------------------------------------------------------------------------------------- stream

@@ -29,7 +29,8 @@ class RecordingStopped(Exception):
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
+    # ASCII escapes carry every string through, also names that are not valid UTF-8 (kept as surrogates).
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 @dataclass(slots=True)
@@ -149,6 +150,9 @@ class RecordingEncoder:
         ]
 
     def _delta(self, sample: Sample) -> list[Any]:
+        """Only what moved: for a known cgroup or task the changed fields as [index, value, ...] pairs (most
+        ticks change rss and usage, not names or paths), full records for new ones, and the member order as
+        removals and insertions when only membership changed."""
         state = self._state
         assert state is not None
         identities: dict[str, Any] = {}
@@ -160,29 +164,35 @@ class RecordingEncoder:
             if state.identities.get(cgroup.path) != cgroup.identity:
                 identities[cgroup.path] = codec.encode_identity(cgroup.identity)
                 state.identities[cgroup.path] = cgroup.identity
-            if before is None or before != cgroup:
+            if before is None:
                 cgroups.append(codec.encode_cgroup(cgroup))
+            elif before != cgroup:
+                changed = _changed_fields(codec.encode_cgroup(before), codec.encode_cgroup(cgroup))
+                if changed:
+                    cgroups.append([cgroup.path, changed])
             state.cgroups[cgroup.path] = cgroup
         tasks: list[Any] = []
         for task in sample.tasks:
             before = state.tasks.get(task.key)
             if before is task:
                 continue
-            if before is None or before != task:
+            if before is None:
                 tasks.append(codec.encode_task(task))
+            elif before != task:
+                tasks.append([task.pid, task.start_ticks, _changed_fields(codec.encode_task(before), codec.encode_task(task))])
             state.tasks[task.key] = task
         cgroup_order = tuple(c.path for c in sample.cgroups)
         task_order = tuple(t.key for t in sample.tasks)
         new_cgroup_order = None
         if cgroup_order != state.cgroup_order:
-            new_cgroup_order = list(cgroup_order)
+            new_cgroup_order = _order_change(state.cgroup_order, cgroup_order)
             for path in set(state.cgroup_order) - set(cgroup_order):
                 state.cgroups.pop(path, None)
                 state.identities.pop(path, None)
             state.cgroup_order = cgroup_order
         new_task_order = None
         if task_order != state.task_order:
-            new_task_order = [list(key) for key in task_order]
+            new_task_order = _order_change(state.task_order, task_order)
             for key in set(state.task_order) - set(task_order):
                 state.tasks.pop(key, None)
             state.task_order = task_order
@@ -196,6 +206,34 @@ class RecordingEncoder:
             state.warnings = sample.warnings
         return ["D", sample.time, sample.monotonic, sample.seq, node, warnings, identities, cgroups,
                 new_cgroup_order, tasks, new_task_order]
+
+
+def _changed_fields(before: list[Any], after: list[Any]) -> list[Any]:
+    """[index, new value, index, new value, ...] of the fields that differ."""
+    changed: list[Any] = []
+    for index, (old, new) in enumerate(zip(before, after)):
+        if old != new:
+            changed += [index, new]
+    return changed
+
+
+def _key(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _order_change(before: tuple[Any, ...], after: tuple[Any, ...]) -> Any:
+    """{"del": [...], "ins": [[position, key], ...]} when the survivors kept their order (the usual case: members
+    came and went), else the whole new order as a list."""
+    after_set = set(after)
+    before_set = set(before)
+    kept_before = [key for key in before if key in after_set]
+    kept_after = [key for key in after if key in before_set]
+    if kept_before != kept_after:
+        return [_key(key) for key in after]
+    return {
+        "del": [_key(key) for key in before if key not in after_set],
+        "ins": [[position, _key(key)] for position, key in enumerate(after) if key not in before_set],
+    }
 
 
 def _redacted(sample: Sample) -> Sample:
