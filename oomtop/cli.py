@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="write every sample and kill as JSON lines and exit")
     replay.add_argument("--speed", type=float, default=1.0, metavar="X", help="play speed (default 1)")
     replay.add_argument("--theme", metavar="NAME", help="colour theme (see oomtop --list-themes)")
+    replay.add_argument("--demo", action="store_true", help="open the recording shipped with oomtop (the lab's seed)")
+    from oomtop.lab.command import add_parser as add_lab_parser
+
+    add_lab_parser(commands)
     return parser
 
 
@@ -259,6 +263,12 @@ def open_recording(path: str):  # type: ignore[no-untyped-def]
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    if getattr(args, "demo", False):
+        if args.file:
+            raise UsageError("give a recording or --demo, not both")
+        from oomtop.demo import recording_path
+
+        args.file = recording_path()
     if not args.file:
         raise UsageError("replay needs a recording: oomtop replay FILE")
     recording = open_recording(args.file)
@@ -305,9 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_explain(args)
         if args.command == "replay":
             return run_replay(args)
+        if args.command == "lab":
+            from oomtop.lab.command import run as run_lab
+
+            return run_lab(args)
         if args.list_themes:
             return list_themes()
-        if args.json and not args.once:
+        if args.command is None and args.json and not args.once:
             raise UsageError("--json needs --once (the live view is a terminal UI)")
         config = collector_config(args)
         if args.command == "events":

@@ -7,6 +7,7 @@ kills as they happen.  Notices (no kernel log, no wake-ups) go to stderr, once e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -82,6 +83,8 @@ async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: s
             stopper.cancel()
             if next_update not in done:
                 next_update.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await next_update  # let the generator unwind before it is closed
                 break
             try:
                 update = next_update.result()
@@ -99,5 +102,6 @@ async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: s
                     break
     finally:
         source.close()
-        await updates.aclose()
+        with contextlib.suppress(RuntimeError, asyncio.CancelledError):
+            await updates.aclose()
     return 0

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from oomtop.collect.cgroupfs import discover_hierarchy
 from oomtop.collect.collector import CollectorConfig
 from oomtop.collect.identity import NodeNames
-from oomtop.collect.oomwatch import OomWatcher
+from oomtop.collect.oomwatch import QUIET_FLUSH_S, RECHECK_AFTER_S, OomWatcher
 from oomtop.collect.poller import DEFAULT_INTERVAL_S, LivePoller
 from oomtop.model import OomEvent
 from oomtop.source import Notice, Update
@@ -45,6 +45,7 @@ class LiveSource:
         self._poller: LivePoller | None = None
         self._watcher: OomWatcher | None = None
         self._readers: list[int] = []
+        self._flush_scheduled = False
         self._closed = False
 
     def _put_events(self, events: list[OomEvent]) -> None:
@@ -54,18 +55,45 @@ class LiveSource:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         hierarchy = discover_hierarchy(self.config.cgroup_root, self.config.procfs_root)
-        watcher = self._watcher = OomWatcher(hierarchy, self._kmsg_path, NodeNames.load(self.config.host_root))
+        watcher = self._watcher = OomWatcher(hierarchy, self._kmsg_path, NodeNames.load(self.config.host_root),
+                                             procfs_root=self.config.procfs_root)
         for notice in watcher.notices:
             self._queue.put_nowait(Notice(notice, "watcher"))
         if self._with_history:
             self._put_events(watcher.history())
-        for fileno, handler in ((watcher.kmsg_fileno(), watcher.on_kmsg), (watcher.wakeup_fileno(), watcher.on_wakeup)):
-            if fileno is not None:
-                loop.add_reader(fileno, lambda handler=handler: self._put_events(handler()))
-                self._readers.append(fileno)
+        kmsg_fd, wakeup_fd = watcher.kmsg_fileno(), watcher.wakeup_fileno()
+        if kmsg_fd is not None:
+            loop.add_reader(kmsg_fd, self._on_kmsg)
+            self._readers.append(kmsg_fd)
+        if wakeup_fd is not None:
+            loop.add_reader(wakeup_fd, self._on_wakeup)
+            self._readers.append(wakeup_fd)
         self._poller = LivePoller(self.config, self.interval_s)
         self._tasks.append(asyncio.create_task(self._poll()))
         self._tasks.append(asyncio.create_task(self._tick()))
+
+    def _on_kmsg(self) -> None:
+        assert self._watcher is not None
+        self._put_events(self._watcher.on_kmsg())
+        if not self._flush_scheduled:  # emit a finished block as soon as the log goes quiet, not at the next tick
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(QUIET_FLUSH_S + 0.002, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._watcher is not None and not self._closed:
+            self._put_events(self._watcher.tick())
+
+    def _on_wakeup(self) -> None:
+        assert self._watcher is not None
+        self._put_events(self._watcher.on_wakeup())
+        loop = asyncio.get_running_loop()
+        for delay in RECHECK_AFTER_S:  # v1 signals before it counts the kill: look again shortly
+            loop.call_later(delay, self._recheck)
+
+    def _recheck(self) -> None:
+        if self._watcher is not None and not self._closed:
+            self._put_events(self._watcher.recheck())
 
     async def _poll(self) -> None:
         assert self._poller is not None and self._watcher is not None

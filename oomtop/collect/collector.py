@@ -110,12 +110,15 @@ class Collector:
             directory = self._directory(current)
             try:
                 inode = os.stat(directory).st_ino
-                entries = [entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
             except OSError:
                 continue
             key = key_prefix + (inode,)
             if current not in self._cgroups:
-                self._add(current, key)
+                self._add(current, key)  # watch first, then list: a child made in between is still seen
+            try:
+                entries = [entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
             for name in entries:
                 child = ("" if current == "/" else current) + "/" + name
                 stack.append((child, key))

@@ -21,6 +21,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field, replace
 
 from oomtop.collect.cgroupfs import MemoryHierarchy, read_local_oom_kills
@@ -31,7 +32,10 @@ from oomtop.model import KilledTask, OomEvent, Sample
 from oomtop.rank import is_under, predict
 
 LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart are not the same kill
-QUIET_FLUSH_S = 0.05  # a complete log block with nothing after it for this long is emitted
+QUIET_FLUSH_S = 0.01  # a complete log block with nothing after it for this long is emitted (a group kill's
+#                       lines come microseconds apart)
+HOLD_UNPLACED_S = 0.6  # how long a report without cgroups waits for the increment that places it
+RECHECK_AFTER_S = (0.005, 0.02, 0.05, 0.15, 0.5)  # re-reads of woken cgroups: v1 signals before it counts
 
 
 class KmsgStream:
@@ -112,11 +116,13 @@ class OomWatcher:
         kmsg_path: str | KmsgStream | None = "/dev/kmsg",
         names: NodeNames | None = None,
         grace_s: float = 0.5,
+        procfs_root: str = "/proc",
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.hierarchy = hierarchy
         self.names = names or NodeNames.empty()
+        self.procfs_root = procfs_root
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self.notices: list[str] = []
@@ -129,10 +135,21 @@ class OomWatcher:
         self._pending: list[_Increment] = []
         self._logged: deque[_Logged] = deque()
         self._first_sample = True
+        self._held: list[tuple[OomEvent, float]] = []  # rate-limited reports waiting to be placed
+        self._unplaced = 0  # increments known to belong to rate-limited reports that could not be placed
+        self._recent_pids: dict[int, tuple[str, float]] = {}  # pid -> (cgroup, when): members of woken cgroups
+        self._ready: list[OomEvent] = []
+        self._woken: dict[str, float] = {}  # cgroup path -> when it signalled, for the follow-up reads
+        self._predictions: dict[int, Any] = {}  # id(sample) -> its Prediction (one per sample, not per event)
         self._last_record_at = 0.0
         self.grace_s = grace_s
         if kmsg_path is not None:
             self._open_kmsg(kmsg_path)
+        else:
+            self.notices.append(
+                "the kernel log is not read (--kmsg none): OOM kills are detected from cgroup counters only, "
+                "with pod and container but no victim details"
+            )
         self.wakeups: OomWakeups | None = None
         if hierarchy is not None:
             try:
@@ -181,7 +198,7 @@ class OomWatcher:
         records = self._kmsg.read()
         if records:
             self._last_record_at = self._monotonic()
-        return [self._emit_logged(event) for event in self._parser_events(records)]
+        return self._emit_all(self._parser_events(records))
 
     # ------------------------------------------------------------------------------------ counter detectors
 
@@ -189,16 +206,54 @@ class OomWatcher:
         return self.wakeups.fileno() if self.wakeups is not None else None
 
     def on_wakeup(self) -> list[OomEvent]:
-        """Some cgroups signalled an OOM: read their counters now, before a dead container's cgroup goes."""
+        """Some cgroups signalled an OOM: read their counters now, before a dead container's cgroup goes.
+
+        v1 signals when the OOM starts, before the kill is counted, so the woken cgroups are read again a few
+        times over the next half second (:meth:`recheck`, scheduled by the caller at ``RECHECK_AFTER_S``)."""
         if self.wakeups is None or self.hierarchy is None:
             return []
-        source = "eventfd" if self.hierarchy.version == 1 else "inotify"
         now = self._monotonic()
         for path in self.wakeups.drain():
+            if path not in self._woken:
+                self._note_members(path, now)
+            self._woken[path] = now
+        self._read_woken(now)
+        return self.on_kmsg() + self._expire(now)
+
+    def _note_members(self, path: str, now: float) -> None:
+        """Who is in a cgroup that just signalled: the signal comes as the OOM starts, before the victim dies, so
+        this is where a victim born and killed between two polls is found (the log may not say: rate limit)."""
+        assert self.hierarchy is not None
+        from oomtop.collect.cgroupfs import parse_pids
+        from oomtop.collect.files import read_once
+
+        try:
+            pids = parse_pids(read_once(os.path.join(self.hierarchy.path + ("" if path == "/" else path), "cgroup.procs"),
+                                        1 << 20))
+        except OSError:
+            return
+        for pid in pids:
+            self._recent_pids[pid] = (path, now)
+        if len(self._recent_pids) > 50_000:
+            cutoff = now - LOG_MATCH_WINDOW_S
+            self._recent_pids = {p: v for p, v in self._recent_pids.items() if v[1] >= cutoff}
+
+    def recheck(self) -> list[OomEvent]:
+        """Read the recently woken cgroups' counters again (see :meth:`on_wakeup`)."""
+        now = self._monotonic()
+        self._read_woken(now)
+        return self.on_kmsg() + self._expire(now)
+
+    def _read_woken(self, now: float) -> None:
+        assert self.hierarchy is not None
+        source = "eventfd" if self.hierarchy.version == 1 else "inotify"
+        for path, woke_at in list(self._woken.items()):
+            if now - woke_at > RECHECK_AFTER_S[-1] + 0.1:
+                del self._woken[path]
+                continue
             count = read_local_oom_kills(self.hierarchy, path)
             if count is not None:
                 self._count(path, count, now, source)
-        return self.on_kmsg() + self._expire(now)
 
     def _count(self, path: str, value: int, now: float, source: str, new: bool = False) -> None:
         known = self._counts.get(path)
@@ -207,12 +262,31 @@ class OomWatcher:
             if not new or value <= 0:
                 return
             known = 0
-        if value < known:  # the path was removed and made again: a new cgroup, counting from zero
-            known = 0
+        if value < known:
+            # A Sample read before a wake-up's fresher read: keep the higher count.  (A cgroup removed and made
+            # again between two polls would also read lower; it counts again once it passes the old value.)
+            self._counts[path] = known
+            return
         if value > known:
             self._add_increment(path, value - known, now, {source})
 
     def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
+        if count > 0 and self._held and not vanished:
+            # A kill the log reported without saying where (rate-limited).  Only an unambiguous match places it
+            # (one report waiting, one cgroup counting); otherwise the report goes out as it is, and this increment
+            # is known to be one of those kills, so it is not reported again.
+            if len(self._held) == 1 and count == 1 and not self._unplaced:
+                held, _since = self._held.pop(0)
+                self._ready.append(self._emit_logged(replace(held, task_cgroup=path), extra_sources=sources))
+                return
+            self._unplaced += count
+            return
+        if count > 0 and self._unplaced and not vanished:
+            used = min(count, self._unplaced)
+            self._unplaced -= used
+            count -= used
+            if count == 0:
+                return
         for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
             if logged.absorb > 0 and any(path == p or is_under(path, p) for p in logged.paths):
                 used = min(count, logged.absorb)
@@ -289,22 +363,108 @@ class OomWatcher:
         now = self._monotonic()
         events: list[OomEvent] = []
         if self._kmsg is not None and now - self._last_record_at >= QUIET_FLUSH_S:
-            events.extend(self._emit_logged(event) for event in self._parser.flush())
+            events.extend(self._emit_all(self._parser.flush()))
         return events + self._expire(now)
+
+    def _emit_all(self, events: list[OomEvent]) -> list[OomEvent]:
+        """Finished log events, except rate-limited reports whose cgroup is still unknown: those wait briefly
+        (:data:`HOLD_UNPLACED_S`) for the counter increment that tells where the kill was."""
+        out: list[OomEvent] = []
+        now = self._monotonic()
+        for event in events:
+            event = self._where_it_lived(event)
+            if event.task_cgroup is None and event.kind == "memcg" and self.hierarchy is not None:
+                self._held.append((event, now))
+            else:
+                out.append(self._emit_logged(event))
+        return out + self._drain_ready()
+
+    def _drain_ready(self) -> list[OomEvent]:
+        ready, self._ready = self._ready, []
+        return ready
 
     def _expire(self, now: float) -> list[OomEvent]:
         while self._logged and now - self._logged[0].seen_at > LOG_MATCH_WINDOW_S:
             self._logged.popleft()
+        while self._held and now - self._held[0][1] >= HOLD_UNPLACED_S:
+            self._ready.append(self._emit_logged(self._held.pop(0)[0]))
+            if self._unplaced:
+                self._unplaced -= 1  # that report stands for one of the increments that could not be matched
+        if not self._held and self._unplaced and now - self._last_record_at > LOG_MATCH_WINDOW_S:
+            self._unplaced = 0
+        if self._ready:
+            return self._drain_ready() + self._expire_counters(now)
+        return self._expire_counters(now)
+
+    def _expire_counters(self, now: float) -> list[OomEvent]:
         ready = [p for p in self._pending if now - p.seen_at >= self.grace_s]
         self._pending = [p for p in self._pending if now - p.seen_at < self.grace_s]
         return [self._counter_event(p) for p in ready]
 
     # ------------------------------------------------------------------------------------------- building
 
-    def _emit_logged(self, event: OomEvent) -> OomEvent:
+    def _where_it_lived(self, event: OomEvent) -> OomEvent:
+        """The kernel rate-limits its OOM report (10 in 5 s): past that only "Killed process N (comm)" is logged,
+        without cgroups.  The victim's cgroup is then the one the last samples saw it in."""
+        if event.task_cgroup or event.victim.pid is None:
+            return event
+        for sample in reversed(self._samples):
+            for task in sample.tasks:
+                if task.pid == event.victim.pid and (event.victim.comm is None or task.comm == event.victim.comm):
+                    domain = self._prediction(sample).nearest_limit.get(task.cgroup) if event.kind == "memcg" else None
+                    return replace(event, task_cgroup=task.cgroup, oom_cgroup=event.oom_cgroup or domain)
+        # Born and killed between two polls: it was a member of a cgroup that signalled the OOM, or, until its
+        # parent reaps it, the dying task still names its cgroup.
+        recent = self._recent_pids.get(event.victim.pid)
+        if recent is not None and self._monotonic() - recent[1] < LOG_MATCH_WINDOW_S:
+            return replace(event, task_cgroup=recent[0])
+        path = self._proc_cgroup(event.victim.pid)
+        if path is not None:
+            return replace(event, task_cgroup=path)
+        return event
+
+    def _nearest_limit(self, path: str) -> str | None:
+        """For a report whose header the kernel rate-limited: the nearest cgroup, from the victim's up, with a
+        limit of its own (the likeliest domain; the report that named it exactly was not printed)."""
+        if self.hierarchy is None:
+            return None
+        from oomtop.collect.cgroupfs import parse_v1_limit, parse_v2_limit
+        from oomtop.collect.files import read_once
+
+        name, parse = (("memory.limit_in_bytes", parse_v1_limit) if self.hierarchy.version == 1
+                       else ("memory.max", parse_v2_limit))
+        current = path
+        while current != "/":
+            try:
+                if parse(read_once(os.path.join(self.hierarchy.path + current, name))) is not None:
+                    return current
+            except OSError:
+                pass
+            current = current.rsplit("/", 1)[0] or "/"
+        return None
+
+    def _proc_cgroup(self, pid: int) -> str | None:
+        """The memory cgroup /proc/<pid>/cgroup names (v1: the memory line, v2: the ``0::`` line)."""
+        try:
+            with open(f"{self.procfs_root}/{pid}/cgroup", "rb") as handle:
+                text = handle.read(65536).decode("utf-8", "surrogateescape")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if (self.hierarchy is not None and self.hierarchy.version == 1 and "memory" in controllers.split(",")) or (
+                (self.hierarchy is None or self.hierarchy.version == 2) and controllers == ""
+            ):
+                return path if path and path != "/" else None  # an exited task is moved to the root: unknown
+        return None
+
+    def _emit_logged(self, event: OomEvent, extra_sources: set[str] = frozenset()) -> OomEvent:  # type: ignore[assignment]
         now = self._monotonic()
+        event = self._where_it_lived(event)
+        if event.kind == "memcg" and event.oom_cgroup is None and event.task_cgroup:
+            event = replace(event, oom_cgroup=self._nearest_limit(event.task_cgroup))
         event = self._finish(replace(event, source=()), historical=False, clock_offset=self._wall_clock() - now)
-        sources = {"kmsg"}
+        sources = {"kmsg"} | set(extra_sources)
         paths = tuple(p for p in (event.oom_group_path, event.task_cgroup) if p)
         absorb = max(1, len(event.killed))
         # Explain increments already seen, and read the victim's counter now so it is not counted again later.
@@ -373,11 +533,19 @@ class OomWatcher:
         sample = self._sample_before(event.kernel_time_s, event.victim.pid)
         if sample is None:
             return None
-        prediction = predict(sample)
+        prediction = self._prediction(sample)
         if event.kind == "global":
             return prediction.node.victim.pid if prediction.node.victim else None
         verdict = prediction.by_domain.get(event.oom_cgroup or "")
         return verdict.victim.pid if verdict and verdict.victim else None
+
+    def _prediction(self, sample: Sample) -> Any:
+        prediction = self._predictions.get(id(sample))
+        if prediction is None:
+            live = {id(kept) for kept in self._samples}
+            self._predictions = {key: value for key, value in self._predictions.items() if key in live}
+            prediction = self._predictions[id(sample)] = predict(sample)
+        return prediction
 
     def _counter_event(self, pending: _Increment) -> OomEvent:
         pod, container = self._identity(pending.path)
@@ -385,7 +553,7 @@ class OomWatcher:
         predicted = None
         sample = self._samples[-2] if len(self._samples) >= 2 else (self._samples[-1] if self._samples else None)
         if sample is not None and not pending.vanished_child:
-            prediction = predict(sample)
+            prediction = self._prediction(sample)
             domain = prediction.nearest_limit.get(pending.path)
             verdict = prediction.by_domain.get(domain or "")
             predicted = verdict.victim.pid if verdict and verdict.victim else None

@@ -12,12 +12,10 @@ cgroups woke (``drain()``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import select
 
-from oomtop.collect.inotify import IN_MODIFY, Inotify, InotifyUnavailable
+from oomtop.collect.inotify import IN_CREATE, IN_ISDIR, IN_MODIFY, Inotify, InotifyUnavailable
 
 
 class WakeupsUnavailable(OSError):
@@ -25,11 +23,7 @@ class WakeupsUnavailable(OSError):
 
 
 def _eventfd() -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fd = libc.eventfd(0, os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return fd
+    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
 class OomWakeups:
@@ -50,6 +44,14 @@ class OomWakeups:
             except InotifyUnavailable as error:
                 raise WakeupsUnavailable(str(error)) from error
             self._epoll.register(self._inotify.fd, select.EPOLLIN)
+        # New cgroups are registered the moment they are made, not at the next poll: a container that starts and
+        # hits its limit within one interval must still wake us.
+        self._directories: Inotify | None = None
+        try:
+            self._directories = Inotify()
+            self._epoll.register(self._directories.fd, select.EPOLLIN)
+        except InotifyUnavailable:
+            self._directories = None
 
     def fileno(self) -> int:
         return self._epoll.fileno()
@@ -60,11 +62,41 @@ class OomWakeups:
     def sync(self, paths: set[str]) -> None:
         """Watch exactly these cgroups (new ones added, removed ones dropped)."""
         for path in paths - self._paths:
-            if self._add(path):
-                self._paths.add(path)
+            self._watch(path)
         for path in self._paths - paths:
+            if os.path.isdir(self._directory(path)):
+                continue  # made after the Sample was read, registered from its directory event: keep it
             self._remove(path)
             self._paths.discard(path)
+            if self._directories is not None:
+                self._directories.remove(self._directory(path))
+
+    def _watch(self, path: str) -> None:
+        if path in self._paths:
+            return
+        self._paths.add(path)
+        self._add(path)
+        if self._directories is not None:
+            try:
+                self._directories.add(self._directory(path), IN_CREATE)
+            except InotifyUnavailable:
+                pass
+
+    def _new_directories(self) -> None:
+        assert self._directories is not None
+        root = self.hierarchy_path
+        for directory, mask, name in self._directories.read():
+            if directory is None or not mask & IN_ISDIR:
+                continue
+            base = directory[len(root) :] or "/"
+            stack = [("" if base == "/" else base) + "/" + name]
+            while stack:  # the new cgroup, and any made inside it before we looked
+                path = stack.pop()
+                self._watch(path)
+                try:
+                    stack += [path + "/" + entry.name for entry in os.scandir(self._directory(path)) if entry.is_dir()]
+                except OSError:
+                    continue
 
     def _add(self, path: str) -> bool:
         directory = self._directory(path)
@@ -121,6 +153,9 @@ class OomWakeups:
         """The cgroups that signalled since the last call (non-blocking)."""
         woke: set[str] = set()
         for fd, _mask in self._epoll.poll(0):
+            if self._directories is not None and fd == self._directories.fd:
+                self._new_directories()
+                continue
             if self._inotify is not None and fd == self._inotify.fd:
                 root = self.hierarchy_path
                 for file_path, _event_mask, _name in self._inotify.read():
@@ -143,6 +178,7 @@ class OomWakeups:
     def close(self) -> None:
         for path in list(self._v1):
             self._remove(path)
-        if self._inotify is not None:
-            self._inotify.close()
+        for watcher in (self._inotify, self._directories):
+            if watcher is not None:
+                watcher.close()
         self._epoll.close()
