@@ -126,6 +126,29 @@ def parse_flat_keyed(raw: bytes) -> dict[str, int]:
     return result
 
 
+V1_STAT_KEYS = (b"total_rss", b"total_cache", b"total_inactive_file", b"total_shmem", b"total_swap")
+V2_STAT_KEYS = (b"anon", b"file", b"kernel", b"inactive_file", b"shmem")
+
+
+def parse_stat_keys(raw: bytes, keys: tuple[bytes, ...]) -> dict[str, int]:
+    """The values of ``keys`` in a ``key value`` file, found directly (a key absent from the file is absent)."""
+    result: dict[str, int] = {}
+    for key in keys:
+        if raw.startswith(key + b" "):
+            start = len(key) + 1
+        else:
+            found = raw.find(b"\n" + key + b" ")
+            if found < 0:
+                continue
+            start = found + len(key) + 2
+        end = raw.find(b"\n", start)
+        try:
+            result[key.decode()] = int(raw[start : end if end >= 0 else len(raw)])
+        except ValueError:
+            continue
+    return result
+
+
 def parse_pids(raw: bytes) -> tuple[int, ...]:
     try:
         return tuple(map(int, raw.split()))
@@ -179,7 +202,10 @@ class CgroupReader:
             return None
         try:
             if handle is False:
-                handle = self._files[name] = KeptFile(os.path.join(self.directory, name), self._budget)
+                # v1 serves cgroup.procs from a pid list cached per open file and kept while it is read at least
+                # once a second: a kept descriptor would never see a process join.  Open it afresh each time.
+                budget = None if name == "cgroup.procs" and self.hierarchy.version == 1 else self._budget
+                handle = self._files[name] = KeptFile(os.path.join(self.directory, name), budget)
             return handle.read()  # type: ignore[union-attr]
         except FileNotFoundError:
             if not os.path.isdir(self.directory):
@@ -240,20 +266,31 @@ class CgroupReader:
         self.last = cgroup
         return cgroup
 
-    def _pids(self, pid_filter: PidFilter) -> tuple[int, ...]:
-        pids = self._value("cgroup.procs", parse_pids)
+    def _pids(self, pid_filter: PidFilter, now: bool = True) -> tuple[int, ...]:
+        pids = self._value("cgroup.procs", parse_pids, now)
         return pid_filter(pids if isinstance(pids, tuple) else ())
+
+    def _stat(self, name: str, keys: tuple[bytes, ...], now: bool) -> dict[str, int]:
+        """memory.stat's few lines oomtop uses, picked out without splitting its ~70 lines."""
+        if now or name not in self._parsed:
+            changed, raw = self._changed(name)
+            if changed or name not in self._parsed:
+                self._parsed[name] = parse_stat_keys(raw, keys) if raw is not None else {}
+        return self._parsed[name]  # type: ignore[return-value]
 
     def _peak_due(self, slow: bool, usage: int) -> bool:
         last = self.last
         return slow or last is None or last.peak_bytes is None or usage > last.peak_bytes
 
     def _read_v1(self, slow: bool, pid_filter: PidFilter) -> Cgroup | None:
-        pids = self._pids(pid_filter)
         usage = self._value("memory.usage_in_bytes", parse_int)
         if usage is None:
             raise CgroupGone(self.path)
-        stat = self._keyed("memory.stat", now=self._dirty or slow)
+        # v1 serves cgroup.procs from a pid list it caches per open file, so it is opened afresh for every read;
+        # that costs an open per cgroup, so it is read only when the usage moved (a process that comes or goes
+        # charges or frees memory) and on the slow tick.
+        pids = self._pids(pid_filter, now=self._dirty or slow)
+        stat = self._stat("memory.stat", V1_STAT_KEYS, now=self._dirty or slow)
         oom_control = self._keyed("memory.oom_control")
         limit = None if self.is_root else self._value("memory.limit_in_bytes", parse_v1_limit, slow)
         peak = self._value("memory.max_usage_in_bytes", parse_int, self._peak_due(slow, usage))  # type: ignore[arg-type]
@@ -292,7 +329,7 @@ class CgroupReader:
         current = self._value("memory.current", parse_int)  # exists on the root only on newer kernels
         if current is None and not self.is_root:
             raise CgroupGone(self.path)
-        stat = self._keyed("memory.stat", now=self._dirty or slow)
+        stat = self._stat("memory.stat", V2_STAT_KEYS, now=self._dirty or slow)
         if self.is_root:
             usage = current if isinstance(current, int) else stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
             limit = high = swap_limit = None

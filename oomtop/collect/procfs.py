@@ -14,6 +14,7 @@ from oomtop.collect.files import FdBudget, KeptFile, read_once
 from oomtop.model import Task
 
 PF_KTHREAD = 0x00200000
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _MEMORY_KEYS = {b"RssAnon:": "anon", b"RssFile:": "file", b"RssShmem:": "shmem", b"VmPTE:": "pte", b"VmSwap:": "swap"}
 
 
@@ -70,6 +71,18 @@ def parse_status_memory(raw: bytes) -> StatusMemory:
     return StatusMemory(has_memory=True, **values)
 
 
+def _from_statm(statm: bytes, before: StatusMemory) -> StatusMemory:
+    """New rss figures from statm (pages: size resident shared ...), the rest carried from the last status."""
+    fields = statm.split()
+    try:
+        resident, shared = int(fields[1]) * PAGE_SIZE, int(fields[2]) * PAGE_SIZE
+    except (IndexError, ValueError):
+        return before
+    shmem = min(before.shmem, shared)
+    return StatusMemory(anon=max(0, resident - shared), file=shared - shmem, shmem=shmem, pte=before.pte,
+                        swap=before.swap, has_memory=True)
+
+
 def parse_status_line(raw: bytes, key: bytes) -> bytes | None:
     """The value of one ``Key:`` line of a status file, or None."""
     start = raw.find(b"\n" + key) if not raw.startswith(key) else -1
@@ -114,8 +127,11 @@ class TaskReader:
         self._statm: KeptFile | None = None
         self._status: KeptFile | None = None
         self._stat: KeptFile | None = None
+        self._adj_file: KeptFile | None = None
+        self._score_file: KeptFile | None = None
         self._last_statm = b""
         self._memory = StatusMemory()
+        self._status_stale = False  # rss came from statm since status was last read
         self.uid: int | None = None
         self.cmdline = ""
         self.oom_score: int | None = None
@@ -144,7 +160,9 @@ class TaskReader:
             self.cmdline = ""
 
     def _read_adj(self) -> int:
-        raw = read_once(self.directory + "/oom_score_adj")
+        if self._adj_file is None:
+            self._adj_file = KeptFile(self.directory + "/oom_score_adj", self._budget)
+        raw = self._adj_file.read()
         try:
             return int(raw)
         except ValueError:
@@ -165,9 +183,10 @@ class TaskReader:
     def read(self, cgroup: str, slow: bool) -> Task:
         """The process now.
 
-        statm is the change detector: status is re-read only when statm's bytes moved (or, on the slow tick,
-        the adj did).  ``oom_score`` is the kernel's file, re-read on the slow tick (it is a function of the
-        same rss and adj, so it is at most one slow tick old).
+        statm (one pread) is the change detector and, while the mappings stay the same size, the source of rss:
+        status is re-read when the VM size moved (mmap, munmap, exec), at first sight, and on the slow tick for
+        a task whose rss came from statm meanwhile (its page tables and swap).  ``oom_score`` and
+        ``oom_score_adj`` are the kernel's files, re-read on the slow tick.
         """
         assert self._statm is not None and self._status is not None
         try:
@@ -183,20 +202,21 @@ class TaskReader:
                     self.oom_score_adj = adj
                     changed = True
                 self.oom_score = self._read_oom_score()
-            if changed or self.last is None:
+            if changed:
+                vm_size_moved = statm.split(b" ", 1)[0] != self._last_statm.split(b" ", 1)[0]
                 self._last_statm = statm
-                status = self._status.read()
-                name = parse_status_line(status, b"Name:")
-                if name is not None:
-                    comm = unescape_status_name(name)
-                    if comm != self.comm:  # an exec: the command line changed too
-                        self.comm = comm
-                        self._read_cmdline()
-                if self.uid is None:
-                    self.uid = _first_int(parse_status_line(status, b"Uid:"))
-                self._memory = parse_status_memory(status)
+            else:
+                vm_size_moved = False
+            if self.last is None or vm_size_moved or (slow and self._status_stale) or (changed and not self._memory.has_memory):
+                self._read_status()
                 if self.oom_score is None or self.last is None:
                     self.oom_score = self._read_oom_score()
+            elif changed:
+                # Pages touched or freed inside the existing mappings: statm has the new rss exactly (resident =
+                # anon + file + shmem, shared = file + shmem); page tables and swap, which only status has, are
+                # refreshed on the slow tick (they move by a page per 2 MiB touched).
+                self._memory = _from_statm(statm, self._memory)
+                self._status_stale = True
             elif self.last.cgroup == cgroup and self.last.oom_score == self.oom_score:
                 return self.last
         except OSError as error:
@@ -221,17 +241,33 @@ class TaskReader:
         self.last = task
         return task
 
+    def _read_status(self) -> None:
+        assert self._status is not None
+        status = self._status.read()
+        name = parse_status_line(status, b"Name:")
+        if name is not None:
+            comm = unescape_status_name(name)
+            if comm != self.comm:  # an exec: the command line changed too
+                self.comm = comm
+                self._read_cmdline()
+        if self.uid is None:
+            self.uid = _first_int(parse_status_line(status, b"Uid:"))
+        self._memory = parse_status_memory(status)
+        self._status_stale = False
+
     def _read_oom_score(self) -> int | None:
         try:
-            return int(read_once(self.directory + "/oom_score"))
+            if self._score_file is None:
+                self._score_file = KeptFile(self.directory + "/oom_score", self._budget)
+            return int(self._score_file.read())
         except (OSError, ValueError):
             return None
 
     def close(self) -> None:
-        for handle in (self._statm, self._status, self._stat):
+        for handle in (self._statm, self._status, self._stat, self._adj_file, self._score_file):
             if handle is not None:
                 handle.close()
-        self._statm = self._status = self._stat = None
+        self._statm = self._status = self._stat = self._adj_file = self._score_file = None
 
 
 def list_pids(procfs_root: str) -> list[int]:
