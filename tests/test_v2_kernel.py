@@ -82,6 +82,19 @@ class _Summary:
               f"kill); "
               f"{rounds['container']} container / {rounds['pod']} pod / {rounds['kubepods']} kubepods level; "
               f"adj decided {rounds['adj_decided']}, /proc oom_score would have missed {rounds['proc_oom_score_wrong']}")
+        events = figures.get("events") or {}
+        latency, wakeup = events.get("latency"), events.get("wakeup")
+        if latency:
+            def spread(mode: str) -> str:
+                got = latency.get(mode) or {}
+                return (f"p50 {got.get('p50_ms')} / p95 {got.get('p95_ms')} / max {got.get('max_ms')} ms "
+                        f"({got.get('n')} of {latency.get('kills')})")
+
+            write(f"event latency in the VM (kernel's 'Killed process' stamp to the `events --json` line read): "
+                  f"kernel log {spread('kmsg')}, --kmsg none {spread('none')}; clock offset known to "
+                  f"{latency.get('clock_uncertainty_ms')} ms")
+        if wakeup:
+            write(f"inotify wake-up on memory.events: {wakeup.get('latency_ms')} ms after the kill (OomWakeups.drain)")
         if self.run.workdir.exists():
             write(f"console log and report kept in {self.run.workdir}")
 

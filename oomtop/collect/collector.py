@@ -76,6 +76,7 @@ class Collector:
         self._tasks: dict[int, TaskReader] = {}
         self._kernel_threads: dict[int, TaskReader] = {}
         self._pid_filter = PidFilter()
+        self._unready: set[str] = set()  # v2 cgroups seen without the memory controller, looked at again
         self._last_membership: dict[int, str] = {}
         self._last_order: dict[int, int] = {}
         self._last_slow = float("-inf")
@@ -244,6 +245,13 @@ class Collector:
                     membership[pid] = path
             for path in gone:
                 self._remove(path)
+                if self.hierarchy.version == 2 and os.path.isdir(self._directory(path)):
+                    self._unready.add(path)  # no memory files (yet): the controller may be enabled later
+            if slow and self._unready:
+                for path in [p for p in self._unready if os.path.exists(self._directory(p) + "/memory.current")]:
+                    self._unready.discard(path)
+                    self._scan(path)
+                self._unready = {p for p in self._unready if os.path.isdir(self._directory(p))}
         else:
             membership = {pid: "/" for pid in list_pids(self.config.procfs_root)}
         known_kernel_threads = len(self._kernel_threads)

@@ -135,6 +135,8 @@ class OomWatcher:
         self._pending: list[_Increment] = []
         self._logged: deque[_Logged] = deque()
         self._first_sample = True
+        self._sample_local: dict[str, int] = {}  # each cgroup's own kill count as the last sample read it
+        self._names_refreshed_at = float("-inf")
         self._held: list[tuple[OomEvent, float]] = []  # rate-limited reports waiting to be placed
         self._unplaced = 0  # increments known to belong to rate-limited reports that could not be placed
         self._recent_pids: dict[int, tuple[str, float]] = {}  # pid -> (cgroup, when): members of woken cgroups
@@ -252,8 +254,8 @@ class OomWatcher:
                 del self._woken[path]
                 continue
             count = read_local_oom_kills(self.hierarchy, path)
-            if count is not None:
-                self._count(path, count, now, source)
+            if count is not None:  # a cgroup made since the last sample counts from zero
+                self._count(path, count, now, source, new=not self._first_sample)
 
     def _count(self, path: str, value: int, now: float, source: str, new: bool = False) -> None:
         known = self._counts.get(path)
@@ -288,7 +290,9 @@ class OomWatcher:
             if count == 0:
                 return
         for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
-            if logged.absorb > 0 and any(path == p or is_under(path, p) for p in logged.paths):
+            # (a parent's count for a child that is gone stands for kills the log placed in that child)
+            if logged.absorb > 0 and any(path == p or is_under(path, p) or (vanished and is_under(p, path))
+                                         for p in logged.paths):
                 used = min(count, logged.absorb)
                 logged.absorb -= used
                 count -= used
@@ -313,10 +317,19 @@ class OomWatcher:
             local = cgroup.oom_kills_local if v2 else cgroup.oom_kills
             if local is not None:
                 self._count(cgroup.path, local, now, "counter", new)
-        if v2:
-            self._follow_hierarchical(sample, now, new)
+        vanished_counted: dict[str, int] = {}
         for path in [p for p in self._counts if p not in paths]:
-            del self._counts[path]
+            # Kills a wake-up already counted in a cgroup that is now gone: its parent's hierarchical counter
+            # shows them too, and they must not be reported twice.
+            counted = self._counts.pop(path) - self._sample_local.get(path, 0)
+            if counted > 0:
+                ancestor = path.rsplit("/", 1)[0] or "/"
+                while ancestor not in paths and ancestor != "/":
+                    ancestor = ancestor.rsplit("/", 1)[0] or "/"
+                vanished_counted[ancestor] = vanished_counted.get(ancestor, 0) + counted
+        if v2:
+            self._follow_hierarchical(sample, now, new, vanished_counted)
+        self._sample_local = {c.path: (c.oom_kills_local if v2 else c.oom_kills) or 0 for c in sample.cgroups}
         self._first_sample = False
         if self.wakeups is not None:
             self.wakeups.sync(paths)
@@ -324,7 +337,7 @@ class OomWatcher:
                 self.notices.append(self.wakeups.error)
         return self._expire(now)
 
-    def _follow_hierarchical(self, sample: Sample, now: float, new: bool) -> None:
+    def _follow_hierarchical(self, sample: Sample, now: float, new: bool, vanished_counted: dict[str, int]) -> None:
         """v2: a parent's hierarchical oom_kill that moved more than its living children explain counts kills in
         children that were created and removed between two polls."""
         previous = dict(self._hier_counts)
@@ -346,7 +359,7 @@ class OomWatcher:
             for child in children.get(cgroup.path, ()):
                 explained += current[child] - previous.get(child, 0)
             local_delta = cgroup.oom_kills_local - (self._local_before(cgroup.path) or 0)
-            unexplained = delta - explained - max(0, local_delta)
+            unexplained = delta - explained - max(0, local_delta) - vanished_counted.get(cgroup.path, 0)
             if unexplained > 0:
                 self._add_increment(cgroup.path, unexplained, now, {"counter"}, vanished=True)
 
@@ -466,7 +479,9 @@ class OomWatcher:
         event = self._finish(replace(event, source=()), historical=False, clock_offset=self._wall_clock() - now)
         sources = {"kmsg"} | set(extra_sources)
         paths = tuple(p for p in (event.oom_group_path, event.task_cgroup) if p)
-        absorb = max(1, len(event.killed))
+        # One count per task killed; an oom.group kill counts its first victim twice (killed, then again as a
+        # member of the group).
+        absorb = max(1, len(event.killed)) + (1 if event.oom_group_path else 0)
         # Explain increments already seen, and read the victim's counter now so it is not counted again later.
         for pending in list(self._pending):
             if absorb and any(pending.path == p or is_under(pending.path, p) for p in paths):
@@ -510,10 +525,14 @@ class OomWatcher:
             return None, None
         for sample in reversed(self._samples):
             for cgroup in sample.cgroups:
-                if cgroup.path == path:
+                if cgroup.path == path and (cgroup.identity.pod is None or cgroup.identity.pod.name is not None):
                     return cgroup.identity.pod, cgroup.identity.container
         identity = identify(path, self.names)
-        if identity.pod is not None and identity.pod.name is None:
+        unnamed = (identity.pod is not None and identity.pod.name is None) or (
+            identity.container is not None and identity.container.name is None)
+        if unnamed and self._monotonic() - self._names_refreshed_at > 0.5:
+            # A pod started since the names were read: its metadata (bundle, log directory) is on disk by now.
+            self._names_refreshed_at = self._monotonic()
             self.names = self.names.refresh()
             identity = identify(path, self.names)
         return identity.pod, identity.container

@@ -92,6 +92,9 @@ class OomWakeups:
             stack = [("" if base == "/" else base) + "/" + name]
             while stack:  # the new cgroup, and any made inside it before we looked
                 path = stack.pop()
+                if path in self._paths:  # removed and made again at the same path: the old watch is dead
+                    self._remove(path)
+                    self._paths.discard(path)
                 self._watch(path)
                 try:
                     stack += [path + "/" + entry.name for entry in os.scandir(self._directory(path)) if entry.is_dir()]

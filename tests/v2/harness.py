@@ -10,6 +10,7 @@ Environment:
   OOMTOP_V2VM=0                  skip the tier (quick local runs)
   OOMTOP_REQUIRE_REAL_KERNEL=1   a tier that cannot run (no qemu, no root, ...) fails instead of skipping (CI)
   OOMTOP_V2_SEED, OOMTOP_V2_ROUNDS   replay a run / change the number of victim rounds
+  OOMTOP_V2_EVENT_KILLS          kills the events latency test measures (default 10)
   OOMTOP_V2VM_CACHE              where the kernel and initrd are cached (default ~/.cache/oomtop-v2vm)
   OOMTOP_V2VM_TIMEOUT            seconds the whole VM run may take (default 480)
   OOMTOP_V2VM_MEM, OOMTOP_V2VM_CPUS  guest size (default 2048 MiB, 2 CPUs)
@@ -182,6 +183,16 @@ class GuestRun:
             "kubepods": sum(1 for r in ran if r.get("kind") == "kubepods"),
         }
 
+    def events_summary(self) -> dict:
+        """The events tests' figures (guest/test_events_v2.py): latency inside the VM, the inotify wake-up."""
+        out: dict = {}
+        for entry in self.results.values():
+            properties = entry.get("properties", {})
+            for key, name in (("event_latency", "latency"), ("wakeup", "wakeup")):
+                if key in properties:
+                    out[name] = properties[key]
+        return out
+
     def figures(self) -> dict:
         report = self.report or {}
         started, finished = report.get("started_uptime_s"), report.get("finished_uptime_s")
@@ -194,6 +205,7 @@ class GuestRun:
             "guest_pytest_s": None if started is None or finished is None else round(finished - started, 1),
             "tests": self.counts(),
             "rounds": self.rounds_summary(),
+            "events": self.events_summary(),
             "workdir": str(self.workdir),
         }
 
