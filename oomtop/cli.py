@@ -198,8 +198,8 @@ def list_themes() -> int:
     return 0
 
 
-def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
-    """The live terminal UI on this node (or on the fixture under --host-root)."""
+def app_setup(args: argparse.Namespace, no_terminal: str):  # type: ignore[no-untyped-def]
+    """Theme, theme catalogue and start-up notices for the app; a UsageError without a terminal."""
     from oomtop.source import Notice
     from oomtop.ui.themes import discover, resolve
 
@@ -209,13 +209,20 @@ def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
     except KeyError:
         raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot")
+        raise UsageError(no_terminal)
     notices = []
     if problem is not None:  # a broken theme file: one line, then the default theme
         print(f"oomtop: {problem}", file=sys.stderr)
         notices.append(Notice(problem, "theme"))
     notices += [Notice(f"theme file ignored: {error}", "theme") for error in catalogue.errors
                 if problem is None or str(error) not in problem]
+    return theme, catalogue, notices
+
+
+def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
+    """The live terminal UI on this node (or on the fixture under --host-root)."""
+    theme, catalogue, notices = app_setup(
+        args, "the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot")
     from oomtop.live import LiveSource
     from oomtop.ui.app import OomtopApp
 
@@ -288,19 +295,11 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_replay_ui(recording, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     """The live view over a recording, with its timeline."""
     from oomtop.record.replay import ReplaySource
-    from oomtop.source import Notice
-    from oomtop.ui.themes import discover, resolve
 
-    catalogue = discover()
-    try:
-        theme, problem = resolve(args.theme, catalogue)
-    except KeyError:
-        raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("the replay view needs a terminal; use `oomtop replay FILE --json` to export it")
+    theme, catalogue, notices = app_setup(
+        args, "the replay view needs a terminal; use `oomtop replay FILE --json` to export it")
     from oomtop.ui.app import OomtopApp
 
-    notices = [Notice(problem, "theme")] if problem else []
     source = ReplaySource(recording, speed=args.speed)
     app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=recording.interval_s)
     app.run()
