@@ -274,13 +274,9 @@ class OomWatcher:
 
     def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
         if count > 0 and self._held and not vanished:
-            # A kill the log reported without saying where (rate-limited).  Only an unambiguous match places it
-            # (one report waiting, one cgroup counting); otherwise the report goes out as it is, and this increment
-            # is known to be one of those kills, so it is not reported again.
-            if len(self._held) == 1 and count == 1 and not self._unplaced:
-                held, _since = self._held.pop(0)
-                self._ready.append(self._emit_logged(replace(held, task_cgroup=path), extra_sources=sources))
-                return
+            # A kill the log reported without saying where (rate-limited) is waiting: this increment is one of
+            # those kills, so it is not reported again.  It does not place the report: in a burst the first
+            # increment to arrive need not be that kill's (a wrong pod is worse than none).
             self._unplaced += count
             return
         if count > 0 and self._unplaced and not vanished:
@@ -399,10 +395,15 @@ class OomWatcher:
     def _expire(self, now: float) -> list[OomEvent]:
         while self._logged and now - self._logged[0].seen_at > LOG_MATCH_WINDOW_S:
             self._logged.popleft()
-        while self._held and now - self._held[0][1] >= HOLD_UNPLACED_S:
+        for index, (held, since) in enumerate(self._held):  # a wake-up since may have seen where it lived
+            placed = self._where_it_lived(held)
+            if placed.task_cgroup is not None:
+                self._held[index] = (placed, 0.0)
+        while self._held and (now - self._held[0][1] >= HOLD_UNPLACED_S or self._held[0][0].task_cgroup):
             self._ready.append(self._emit_logged(self._held.pop(0)[0]))
-            if self._unplaced:
-                self._unplaced -= 1  # that report stands for one of the increments that could not be matched
+            if self._unplaced:  # its increment came while it waited: already taken, not to be absorbed again
+                self._unplaced -= 1
+                self._logged[-1].absorb = max(0, self._logged[-1].absorb - 1)
         if not self._held and self._unplaced and now - self._last_record_at > LOG_MATCH_WINDOW_S:
             self._unplaced = 0
         if self._ready:
