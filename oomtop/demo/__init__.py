@@ -18,7 +18,6 @@ def recording_path() -> str:
     resource = resources.files(__name__) / DEMO_FILE
     if isinstance(resource, os.PathLike) and os.path.isfile(resource):
         return os.fspath(resource)
-    handle = tempfile.NamedTemporaryFile(prefix="oomtop-demo-", suffix=".oomrec", delete=False)
-    with handle:
+    with tempfile.NamedTemporaryFile(prefix="oomtop-demo-", suffix=".oomrec", delete=False) as handle:
         handle.write(resource.read_bytes())
     return handle.name

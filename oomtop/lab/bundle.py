@@ -19,7 +19,7 @@ def bundle_dir(lab_dir: str, container_id: str) -> str:
     return os.path.join(lab_dir, BUNDLES, container_id)
 
 
-def annotations(*, container_id: str, sandbox_id: str, pod_name: str, namespace: str, pod_uid: str,
+def cri_annotations(*, container_id: str, sandbox_id: str, pod_name: str, namespace: str, pod_uid: str,
                 container_name: str | None, sandbox: bool) -> dict[str, str]:
     values = {
         "io.kubernetes.cri.container-type": "sandbox" if sandbox else "container",

@@ -31,8 +31,8 @@ def add_parser(commands) -> argparse.ArgumentParser:  # type: ignore[no-untyped-
     lab.add_argument("--count", type=_positive, default=10, metavar="N", help="random: how many OOM rounds (10)")
     lab.add_argument("--seed", type=int, default=1, metavar="S", help="random: the seed (1)")
     lab.add_argument("--capacity", metavar="SIZE",
-                     help="the lab node's memory (kubepods' limit, and kubelet's capacity in the adj formula), "
-                          "e.g. 512Mi; default per scenario")
+                     help="the lab node's memory, e.g. 512Mi: the lab cgroup's limit (kubepods gets it minus 32Mi "
+                          "reserved) and kubelet's capacity in the oom_score_adj formula; default per scenario")
     lab.add_argument("--interval", type=_interval, default=0.2, metavar="S", help="seconds between samples (0.2)")
     lab.add_argument("--theme", metavar="NAME", help="colour theme of the live view")
     lab.add_argument("--clean", action="store_true", help="remove what an earlier lab left behind, then exit")
@@ -101,10 +101,10 @@ def _run_scenario(args: argparse.Namespace) -> int:
 
 
 def clean() -> int:
+    import os
+
     from oomtop.lab import LabError
     from oomtop.lab.cleanup import clean as clean_leftovers
-
-    import os
 
     if os.geteuid() != 0:
         raise LabError("oomtop lab --clean needs root (the lab's leftovers are cgroups and root's processes)")

@@ -76,6 +76,9 @@ def _set_name(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--name" in argv[:-1]:  # before anything else, so oomtop never shows this hog under another name
+        _set_name(argv[argv.index("--name") + 1])
     parser = argparse.ArgumentParser(prog="python -m oomtop.lab.hog", description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", help="process name (comm, at most 15 characters)")
     parser.add_argument("--mib", type=float, default=0.0, help="MiB to allocate on 'go'")
@@ -83,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep after each step")
     parser.add_argument("--pause", action="store_true", help="sandbox: allocate nothing, reap children")
     args = parser.parse_args(argv)
-    if args.name:
-        _set_name(args.name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the lab decides when a hog dies, not a terminal's Ctrl-C
     if args.pause:
         signal.signal(signal.SIGCHLD, _reap)

@@ -26,14 +26,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oomtop.model import QosClass
-from oomtop.rank import KUBELET_SANDBOX_ADJ, OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN, expected_kubelet_adj
+from oomtop.rank import (
+    KUBELET_SANDBOX_ADJ,
+    OOM_SCORE_ADJ_MAX,
+    OOM_SCORE_ADJ_MIN,
+    expected_kubelet_adj,
+)
 
 MIB = 1 << 20
 _SUFFIXES = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
     "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
 }  # fmt: skip
-_QUANTITY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kMGT]i?|)\s*")
+_QUANTITY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|M|G|T|)\s*")
 
 
 def parse_quantity(text: str) -> int:

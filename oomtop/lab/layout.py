@@ -107,7 +107,7 @@ def rmdir_tree(directory: str, timeout_s: float = 5.0) -> list[str]:
     A cgroup directory holds only kernel files and child cgroups, so rmdir bottom-up is all it takes; a dying task
     keeps a cgroup busy for a moment (EBUSY), so each rmdir is retried for a while.
     """
-    problems = []
+    problems: list[str] = []
     if not os.path.isdir(directory):
         return problems
     for current, _dirs, _files in os.walk(directory, topdown=False):

@@ -1,7 +1,8 @@
 """Make the recording shipped as ``oomtop replay --demo``: ``python -m oomtop.lab.make_demo [--output FILE]``.
 
 Runs the lab's ``seed`` scenario headless, paced for watching (the first hog takes a few seconds to fill, with
-pauses before and after the kill) and sampled every 0.2 s, records it with the node's hostname replaced, checks
+pauses before and after the kill) and sampled every 0.2 s, records it with the node's hostname replaced and the
+lab's parent cgroup taken off every path (so the view opens on its kubepods, as on a node), checks
 that the recording holds the kill and that oomtop predicted it, and moves it into place (by default
 ``oomtop/demo/seed.oomrec`` next to this package).  Needs what ``oomtop lab`` needs: root and the memory controller.
 """
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = tempfile.mkdtemp(prefix="oomtop-demo-")
     recording = os.path.join(directory, DEMO_FILE)
     options = LabOptions(scenario="seed", runtime=args.runtime, headless=True, record=recording, interval_s=0.2,
-                         pace_s=6.0, pauses=True, hostname="oomtop-lab")
+                         pace_s=6.0, pauses=True, hostname="oomtop-lab", strip_parent=True)
     try:
         status = run(options, SCENARIOS["seed"], DEFAULT_CAPACITY["seed"])
     except LabError as error:

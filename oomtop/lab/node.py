@@ -11,10 +11,19 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from oomtop.lab.kubelet import SANDBOX_ADJ, AdjPolicy, allocatable, Resources, container_adj, pod_limit, pod_qos, write_adj
+from oomtop.lab.kubelet import (
+    SANDBOX_ADJ,
+    AdjPolicy,
+    Resources,
+    allocatable,
+    container_adj,
+    pod_limit,
+    pod_qos,
+    write_adj,
+)
 from oomtop.lab.layout import CgroupTree, memory_cgroup_of
 from oomtop.lab.procs import LabProcess, Pipes, hog_argv
 from oomtop.model import QosClass
@@ -89,6 +98,7 @@ class LabNode:
         self.processes: list[LabProcess] = []
         self._lock = threading.RLock()
         self._closed = False
+        self.check_stop: Callable[[], None] = lambda: None  # raises when the run is being stopped
 
     # --------------------------------------------------------------------------------------------- the node
 
@@ -139,7 +149,12 @@ class LabNode:
         self.wait_ready(proc, timeout_s)
 
     def wait_ready(self, proc: LabProcess, timeout_s: float = READY_TIMEOUT_S) -> None:
-        answer = proc.read_answer(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:  # in short waits, so a Ctrl-C does not wait for a slowly growing hog
+            self.check_stop()
+            answer = proc.read_answer(min(0.2, max(0.001, deadline - time.monotonic())))
+            if answer is not None or time.monotonic() >= deadline:
+                break
         if answer == "R":
             proc.ready_at = time.monotonic()
             return

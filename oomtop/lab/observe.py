@@ -122,6 +122,7 @@ class LabSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[object] | None = None
         self._early: list[Notice] = []
+        self.on_sample: Callable[[Sample], None] | None = None  # called on the loop before the consumer sees it
 
     def inject(self, notice: Notice) -> None:
         """From any thread: show the lab's own notice among the updates."""
@@ -149,6 +150,8 @@ class LabSource:
                 if scoped is None:
                     continue
                 self.tracker.feed(scoped, time.monotonic())
+                if self.on_sample is not None and isinstance(scoped, Sample):
+                    self.on_sample(scoped)
                 queue.put_nowait(scoped)
         finally:
             queue.put_nowait(_END)
@@ -170,6 +173,51 @@ class LabSource:
         finally:
             pump.cancel()
             self.tracker.end()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _strip(path: str | None, prefix: str) -> str | None:
+    if path is None or path == "/":
+        return path
+    if path == prefix:
+        return "/"
+    return path[len(prefix):] if path.startswith(prefix + "/") else path
+
+
+def strip_sample(sample: Sample, prefix: str) -> Sample:
+    """The Sample as if the lab's parent cgroup were the node's root: ``/oomtop-lab/kubepods/...`` becomes
+    ``/kubepods/...`` (the lab parent itself is left out; the root keeps the node's figures)."""
+    cgroups = tuple(replace(cgroup, path=_strip(cgroup.path, prefix))  # type: ignore[arg-type]
+                    for cgroup in sample.cgroups if cgroup.path != prefix)
+    tasks = tuple(replace(task, cgroup=_strip(task.cgroup, prefix)) for task in sample.tasks)  # type: ignore[arg-type]
+    return replace(sample, cgroups=cgroups, tasks=tasks)
+
+
+def strip_event(event: OomEvent, prefix: str) -> OomEvent:
+    return replace(event, oom_cgroup=_strip(event.oom_cgroup, prefix), task_cgroup=_strip(event.task_cgroup, prefix),
+                   detected_in=_strip(event.detected_in, prefix), oom_group_path=_strip(event.oom_group_path, prefix))
+
+
+class StrippedSource:
+    """Another Source's updates with the lab's parent taken off every path (the shipped demo: the live view then
+    shows the lab's kubepods as a node's, open, instead of inside the node's "other cgroups")."""
+
+    def __init__(self, inner: Source, prefix: str) -> None:
+        self.inner = inner
+        self.prefix = prefix
+        self.mode = inner.mode
+        self.interval_s = getattr(inner, "interval_s", None)
+
+    async def updates(self) -> AsyncIterator[Update]:
+        async for update in self.inner.updates():
+            if isinstance(update, Sample):
+                yield strip_sample(update, self.prefix)
+            elif isinstance(update, OomEvent):
+                yield strip_event(update, self.prefix)
+            else:
+                yield update
 
     def close(self) -> None:
         self.inner.close()

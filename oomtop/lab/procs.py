@@ -145,8 +145,15 @@ class LabProcess:
             return self.popen.poll() is None
         if not self.pid:
             return False
+        if start_ticks(self.pid) != self.ticks:
+            return False
         state = _state(self.pid)
-        return state is not None and state not in ("Z", "X") and start_ticks(self.pid) == self.ticks
+        if state == "Z":  # under runc the lab is the containers' subreaper (as containerd-shim is): reap it
+            try:
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        return state is not None and state not in ("Z", "X")
 
     def killed_by_signal(self) -> int | None:
         """For the lab's own children: the signal that ended it (SIGKILL for an OOM kill)."""

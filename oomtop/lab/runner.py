@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import signal
 import statistics
@@ -40,8 +41,10 @@ from oomtop.lab import LAB_DIR, LabError, cleanup
 from oomtop.lab.kubelet import MIB, AdjPolicy, format_quantity, probe_lowest_adj
 from oomtop.lab.layout import CgroupTree, Driver, Layout
 from oomtop.lab.node import Container, LabNode, LabRuntimeError
-from oomtop.lab.observe import LabSource, Tracker
+from oomtop.lab.observe import LabSource, StrippedSource, Tracker
 from oomtop.lab.procs import LabProcess
+from oomtop.lab.runtime_plain import PlainRuntime
+from oomtop.lab.runtime_runc import RuncRuntime
 from oomtop.lab.truth import GroupKill, KernelLog, Killed, Summary
 from oomtop.model import CgroupKind, OomEvent, QosClass, Sample
 from oomtop.rank import DomainVerdict, is_under, predict
@@ -72,6 +75,7 @@ class LabOptions:
     pace_s: float | None = None  # seconds per 100 MiB a hog takes to allocate (None: 0 headless, 2.5 in the UI)
     pauses: bool | None = None  # moments for the user to look between steps (None: in the live view only)
     hostname: str | None = None  # replaces the node's hostname in every Sample (the shipped demo)
+    strip_parent: bool = False  # record paths without the lab's parent cgroup, as a node's (the shipped demo)
     redact_cmdline: bool = False
 
 
@@ -172,7 +176,7 @@ class Session:
         self._teardown_lock = threading.Lock()
         self.node: LabNode | None = None
         self.tree: CgroupTree | None = None
-        self.runtime = None
+        self.runtime: object = None  # PlainRuntime or RuncRuntime (same methods; see oomtop.lab.node)
         self.tracker = Tracker()
         self.source: LabSource | None = None
         self.klog: KernelLog | None = None
@@ -182,12 +186,13 @@ class Session:
 
     # ------------------------------------------------------------------------------------------- output
 
-    def emit(self, text: str, key: str | None = None) -> None:
-        """A line for the user: on stdout headless, as a notice in the live view."""
+    def emit(self, text: str, key: str | None = None, detail: bool = False) -> None:
+        """A line for the user: on stdout headless; as a notice in the live view, unless it is a detail (the
+        view explains a selected kill itself)."""
         if self.headless:
             print(text, file=self.out, flush=True)
-        elif self.source is not None:
-            self.source.inject(Notice(text, key or f"lab-{len(self.tracker.notices)}"))
+        elif self.source is not None and not detail:
+            self.source.inject(Notice(text.removeprefix("note: "), key or f"lab-{len(self.tracker.notices)}"))
 
     # ------------------------------------------------------------------------------------------ set-up
 
@@ -220,19 +225,17 @@ class Session:
         self._acquired = True
         atexit.register(self.teardown)
         policy = AdjPolicy(probe_lowest_adj())
+        runtime: PlainRuntime | RuncRuntime
         if self.options.runtime == "runc":
-            from oomtop.lab.runtime_runc import RuncRuntime
-
             runtime = RuncRuntime(LAB_DIR, self.hierarchy.version)
         else:
-            from oomtop.lab.runtime_plain import PlainRuntime
-
             runtime = PlainRuntime(LAB_DIR)
         self.runtime = runtime
         runtime.prepare()  # runc: a private mount namespace, before any thread exists
         layout = Layout(self.options.driver)
         self.tree = CgroupTree(self.hierarchy, layout)
         self.node = LabNode(self.tree, runtime, policy, self.capacity_bytes)
+        self.node.check_stop = self.check_stop
         self.node.setup()
         self.klog = KernelLog()
         from oomtop.live import LiveSource
@@ -402,14 +405,10 @@ class Session:
             self.check_stop()
             now = time.monotonic()
             for record in self.klog.poll():
-                if isinstance(record, Killed) and record.pid in node.lab_pids:
+                if self._ours(record):
                     records.append(record)
-                    first_kill_seen = first_kill_seen or now
-                elif isinstance(record, Summary) and (record.pid in node.lab_pids or
-                                                      (record.oom_memcg or "").startswith(tree.layout.parent)):
-                    records.append(record)
-                elif isinstance(record, GroupKill) and tree.layout.owns(record.path):
-                    records.append(record)
+                    if isinstance(record, Killed):
+                        first_kill_seen = first_kill_seen or now
             if done_at is None:
                 answer = trigger.read_answer(0.001)
                 if answer == "R":
@@ -433,7 +432,7 @@ class Session:
             proc = node.process_of(record.pid)
             if proc is not None:
                 proc.wait_dead(5.0)
-        self.klog.poll()
+        records += [record for record in self.klog.poll() if self._ours(record)]
         after = {path: tree.counters(path) for path in paths}
         ooms = self._assemble(records, before, after, started, expect)
         if not ooms:
@@ -446,12 +445,22 @@ class Session:
         for check in ooms:
             if why or not check.right or not check.as_expected:
                 for line in check.why:
-                    self.emit(line, key=f"lab-why-{check.index}-{len(self.tracker.notices)}")
+                    self.emit(line, detail=True)
             self.emit(self._line(check), key=f"lab-kill-{check.index}")
         self.checks += ooms
         return ooms
 
     # ------------------------------------------------------------------------------------- checking kills
+
+    def _ours(self, record: Killed | Summary | GroupKill) -> bool:
+        """A kernel log record about the lab: its processes, its cgroups (other people's kills are not)."""
+        assert self.node is not None
+        layout = self.node.layout
+        if isinstance(record, Killed):
+            return record.pid in self.node.lab_pids
+        if isinstance(record, Summary):
+            return record.pid in self.node.lab_pids or layout.owns(record.oom_memcg or "")
+        return layout.owns(record.path)
 
     def _assemble(self, records: list, before: dict, after: dict, started: float,
                   expect: LabProcess | None) -> list[KillCheck]:
@@ -493,7 +502,7 @@ class Session:
             domain, source = self._domain(victim, summaries, before, after, proc, expect)
             check = KillCheck(
                 index=self._kill_count + position + 1, victim_pid=victim.pid, victim_name=victim.comm,
-                killed=[(victim.pid, victim.comm)] + [(m.pid, m.comm) for m in members], time_s=victim.time_s,
+                killed=[(victim.pid, victim.comm), *((m.pid, m.comm) for m in members)], time_s=victim.time_s,
                 domain=domain, domain_source=source, group_path=group_path,
                 expected_pid=expect.pid if expect is not None else None, follow_up=position > 0,
             )
@@ -550,8 +559,8 @@ class Session:
         domain = cgroups.get(verdict.domain)
         per_point = verdict.totalpages // 1000
         limit = domain.limit_bytes if domain is not None else None
-        lines = [f"  why: {self._where(verdict.domain, sample)} hit its limit of {format_bytes(limit)} "
-                 f"({verdict.totalpages} pages); each process scores rss pages + oom_score_adj x {per_point}:"]
+        lines = [(f"  why: {self._where(verdict.domain, sample)} hit its limit of {format_bytes(limit)} "
+                  f"({verdict.totalpages} pages); each process scores rss pages + oom_score_adj x {per_point}:")]
         for rank, candidate in enumerate(verdict.candidates[:5]):
             task = candidate.task
             proc = self.node.process_of(task.pid)
@@ -608,8 +617,6 @@ class Session:
     def _wait_for_events(self, checks: list[KillCheck], since: float) -> None:
         """Match every killed pid to oomtop's events (by victim pid, by the killed list, or a counter event for
         its cgroup), waiting up to EVENT_DEADLINE_S after the kill."""
-        assert self.node is not None
-        node = self.node
         wanted = {pid for check in checks for pid, _ in check.killed if pid is not None}
         deadline = time.monotonic() + EVENT_DEADLINE_S
         while True:
@@ -627,8 +634,8 @@ class Session:
                 arrival, event = first
                 if check.time_s is not None:
                     check.latency_ms = max(0.0, (arrival - check.time_s) * 1000)
-                check.event_predicted_pid = event.predicted_victim_pid
-        del node
+                if event.victim.pid == check.victim_pid:  # a counter-only event predicts for a guessed domain
+                    check.event_predicted_pid = event.predicted_victim_pid
 
     def _match(self, events: Iterable[tuple[float, OomEvent]], wanted: set[int]) -> dict[int, tuple[float, OomEvent]]:
         assert self.node is not None
@@ -694,6 +701,10 @@ class Session:
         unexpected = sum(not check.as_expected for check in checks)
         if unexpected:
             text += f"; {unexpected} not the victim the scenario meant"
+        disagree = sum(check.event_predicted_pid not in (None, check.predicted_pid) for check in checks)
+        if disagree:
+            text += (f"; {disagree} kill event{'s' if disagree != 1 else ''} from oomtop's watcher named another "
+                     "predicted victim")
         return text
 
     def exit_status(self) -> int:
@@ -740,10 +751,8 @@ async def _headless(session: Session, source) -> None:  # type: ignore[no-untype
     finally:
         source.close()
         consumer.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await consumer
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
@@ -751,6 +760,9 @@ async def _headless(session: Session, source) -> None:  # type: ignore[no-untype
 def _wrap_recording(session: Session, source):  # type: ignore[no-untyped-def]
     if not session.options.record:
         return source
+    if session.options.strip_parent:
+        assert session.tree is not None
+        source = StrippedSource(source, session.tree.layout.parent)
     from oomtop.record.recorder import Recorder, RecordingSource
     from oomtop.record.writer import RecordingStopped
 
@@ -770,6 +782,15 @@ def _run_ui(session: Session, source) -> None:  # type: ignore[no-untyped-def]
     notices = [Notice(problem, "theme")] if problem else []
     app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices,
                     interval_s=session.options.interval_s, tune_gc=True)
+    from oomtop.ui.rows import cgroup_key
+
+    def expand(sample: Sample) -> None:  # the lab's cgroups start open, so its bars are in view (the user may close them)
+        for cgroup in sample.cgroups:
+            if cgroup.path != "/":
+                app.state.expanded.setdefault(cgroup_key(cgroup), True)
+
+    assert session.source is not None
+    session.source.on_sample = expand
 
     def on_signal(signum: int, _frame: object) -> None:
         session.interrupt(signum)

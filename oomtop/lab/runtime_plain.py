@@ -27,7 +27,7 @@ class PlainRuntime:
     def start(self, container, proc: LabProcess, argv: list[str], first: bool) -> None:  # type: ignore[no-untyped-def]
         pod = container.pod
         if first:
-            notes = bundle.annotations(
+            notes = bundle.cri_annotations(
                 container_id=container.id, sandbox_id=pod.sandbox.id, pod_name=pod.name, namespace=pod.namespace,
                 pod_uid=pod.uid, container_name=None if container.sandbox else container.name,
                 sandbox=container.sandbox,

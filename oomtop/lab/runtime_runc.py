@@ -10,11 +10,13 @@ killed hog takes nobody else with it) and get mount namespaces of their own.  A 
 
 runc cannot pivot_root onto ``/`` itself, so the rootfs is a bind mount of ``/`` at ``<lab dir>/rootfs``, made in
 a private mount namespace of the lab process: no mount is ever visible on (or left behind on) the host.  runc's
-state lives under ``<lab dir>/runc`` (``runc --root``), apart from any other runc user on the machine.
+state lives under ``<lab dir>/runc`` (``runc --root``), apart from any other runc user on the machine.  As
+containerd-shim does, the lab is its containers' subreaper and reaps their processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -31,6 +33,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+PR_SET_CHILD_SUBREAPER = 36
 RUNC_TIMEOUT_S = 30.0
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
@@ -155,6 +158,9 @@ class RuncRuntime:
         target = self.rootfs.encode()
         call(libc.mount(b"/", target, None, MS_BIND, None), f"bind the host's / at {self.rootfs}")
         call(libc.mount(b"none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None), f"make {self.rootfs} read-only")
+        # Like containerd-shim, the lab is its containers' subreaper: their processes, orphaned when runc exits,
+        # become the lab's children, and it reaps them (a pid namespace's end waits for every one to be reaped).
+        call(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "become the containers' subreaper")
         points = _mount_points()
         wanted = {package_root(), sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
         self.extra_binds = sorted({mount_point_of(path, points) for path in wanted} - {"/"})
@@ -164,15 +170,13 @@ class RuncRuntime:
     def _runc(self, *args: str, stdin: int | None = None, stdout: int | None = None, log: str | None = None,
               check: bool = True) -> subprocess.CompletedProcess[bytes]:
         argv = [self.runc, "--root", self.root, *args]
-        handle = open(log, "ab") if log else None
-        try:
+        with contextlib.ExitStack() as stack:
+            # The container's stderr is runc's (pass-through): a file, never a pipe someone must drain.
+            handle = stack.enter_context(open(log, "ab")) if log else None
             result = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                     stdout=stdout if stdout is not None else subprocess.DEVNULL,
                                     stderr=handle if handle is not None else subprocess.PIPE,
                                     timeout=RUNC_TIMEOUT_S, check=False, start_new_session=True)
-        finally:
-            if handle is not None:
-                handle.close()
         if check and result.returncode != 0:
             detail = (result.stderr or b"").decode(errors="replace").strip()
             if log:
@@ -187,7 +191,7 @@ class RuncRuntime:
         log = os.path.join(self.logs, f"{container.id[:12]}.log")
         pid_file = os.path.join(self.logs, f"{container.id[:12]}-{len(container.processes)}.pid")
         if first:
-            notes = bundle.annotations(
+            notes = bundle.cri_annotations(
                 container_id=container.id, sandbox_id=pod.sandbox.id, pod_name=pod.name, namespace=pod.namespace,
                 pod_uid=pod.uid, container_name=None if container.sandbox else container.name,
                 sandbox=container.sandbox,
@@ -212,6 +216,11 @@ class RuncRuntime:
     def stop_container(self, container) -> list[str]:  # type: ignore[no-untyped-def]
         """``runc delete --force``: kills every process of the container, removes its cgroup and state."""
         problems = []
+        for proc in container.processes:  # first ourselves: runc's own kill-and-wait takes most of a second
+            if proc.alive():
+                proc.kill()
+        for proc in container.processes:
+            proc.wait_dead(5.0)
         if container.id in self.containers:
             result = self._runc("delete", "--force", container.id, check=False)
             if result.returncode != 0 and self._known(container.id):

@@ -16,7 +16,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from oomtop.lab.kubelet import MIB, AdjPolicy, Resources, allocatable, container_adj, format_quantity, pod_limit, pod_qos
+from oomtop.lab.kubelet import (
+    MIB,
+    AdjPolicy,
+    Resources,
+    allocatable,
+    container_adj,
+    format_quantity,
+    pod_limit,
+    pod_qos,
+)
 from oomtop.lab.node import Container, LabRuntimeError
 from oomtop.model import QosClass
 
@@ -178,8 +187,8 @@ class RoundPlan:
     lead_mib: float = 0.0
 
     def describe(self) -> str:
-        parts = [f"round {self.index}: {self.kind}-level OOM, domain {self.domain_mib} MiB, winner {self.winner}, "
-                 f"lead {self.lead_mib:.0f} MiB"]
+        parts = [(f"round {self.index}: {self.kind}-level OOM, domain {self.domain_mib} MiB, winner {self.winner}, "
+                  f"lead {self.lead_mib:.0f} MiB")]
         for pod in self.pods:
             for ci in pod.containers:
                 c = self.containers[ci]
