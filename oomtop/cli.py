@@ -277,7 +277,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
         args.file = recording_path()
     if not args.file:
-        raise UsageError("replay needs a recording: oomtop replay FILE")
+        raise UsageError("replay needs a recording: oomtop replay FILE (or oomtop replay --demo)")
     recording = open_recording(args.file)
     try:
         if args.json:
