@@ -19,7 +19,7 @@ from oomtop.collect.poller import DEFAULT_INTERVAL_S, LivePoller
 from oomtop.model import OomEvent
 from oomtop.source import Notice, Update
 
-TICK_S = 0.05
+TICK_S = 0.02  # how often waiting events are looked at (a rate-limited report waits HOLD_UNPLACED_S)
 
 
 class LiveSource:

@@ -34,7 +34,7 @@ from oomtop.rank import is_under, predict
 LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart are not the same kill
 QUIET_FLUSH_S = 0.01  # a complete log block with nothing after it for this long is emitted (a group kill's
 #                       lines come microseconds apart)
-HOLD_UNPLACED_S = 0.08  # how long a report without cgroups waits for a wake-up that shows where its victim lived
+HOLD_UNPLACED_S = 0.06  # how long a report without cgroups waits for a wake-up that shows where its victim lived
 RECHECK_AFTER_S = (0.005, 0.02, 0.05, 0.15, 0.5)  # re-reads of woken cgroups: v1 signals before it counts
 
 
