@@ -119,7 +119,7 @@ def explain(event: OomEvent, page_size: int = 4096) -> Explanation:
         if victim_row is None:
             why += ", and the victim is not in the table"
         elif victim_row.points == top.points:
-            why += f", as many as the victim, and comes later in the table (the kernel keeps the later task on a tie)"
+            why += ", as many as the victim, and comes later in the table (the kernel keeps the later task on a tie)"
         else:
             why += f" against {victim_row.points}"
         why += ". " + _not_top_reason(event, top, victim_row)

@@ -21,12 +21,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from oomtop.collect.cgroupfs import MemoryHierarchy, read_local_oom_kills
+from oomtop.collect.cgroupfs import MemoryHierarchy, parse_pids, parse_v1_limit, parse_v2_limit, read_local_oom_kills
+from oomtop.collect.files import read_once
 from oomtop.collect.identity import NodeNames, identify
 from oomtop.collect.kmsg import LogRecord, OomParser, parse_kmsg_record
+from oomtop.collect.procfs import parse_memory_cgroup
 from oomtop.collect.wakeups import OomWakeups, WakeupsUnavailable
 from oomtop.model import KilledTask, OomEvent, Sample
 from oomtop.rank import is_under, predict
@@ -226,8 +228,6 @@ class OomWatcher:
         """Who is in a cgroup that just signalled: the signal comes as the OOM starts, before the victim dies, so
         this is where a victim born and killed between two polls is found (the log may not say: rate limit)."""
         assert self.hierarchy is not None
-        from oomtop.collect.cgroupfs import parse_pids
-        from oomtop.collect.files import read_once
 
         try:
             pids = parse_pids(read_once(os.path.join(self.hierarchy.path + ("" if path == "/" else path), "cgroup.procs"),
@@ -442,8 +442,6 @@ class OomWatcher:
         limit of its own (the likeliest domain; the report that named it exactly was not printed)."""
         if self.hierarchy is None:
             return None
-        from oomtop.collect.cgroupfs import parse_v1_limit, parse_v2_limit
-        from oomtop.collect.files import read_once
 
         name, parse = (("memory.limit_in_bytes", parse_v1_limit) if self.hierarchy.version == 1
                        else ("memory.max", parse_v2_limit))
@@ -458,19 +456,15 @@ class OomWatcher:
         return None
 
     def _proc_cgroup(self, pid: int) -> str | None:
-        """The memory cgroup /proc/<pid>/cgroup names (v1: the memory line, v2: the ``0::`` line)."""
+        """The memory cgroup /proc/<pid>/cgroup names; an exited task is moved to the root, which says nothing."""
         try:
             with open(f"{self.procfs_root}/{pid}/cgroup", "rb") as handle:
                 text = handle.read(65536).decode("utf-8", "surrogateescape")
         except OSError:
             return None
-        for line in text.splitlines():
-            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-            if (self.hierarchy is not None and self.hierarchy.version == 1 and "memory" in controllers.split(",")) or (
-                (self.hierarchy is None or self.hierarchy.version == 2) and controllers == ""
-            ):
-                return path if path and path != "/" else None  # an exited task is moved to the root: unknown
-        return None
+        version = self.hierarchy.version if self.hierarchy is not None else 2
+        path = parse_memory_cgroup(text, version)
+        return path if path and path != "/" else None
 
     def _emit_logged(self, event: OomEvent, extra_sources: set[str] = frozenset()) -> OomEvent:  # type: ignore[assignment]
         now = self._monotonic()

@@ -270,6 +270,20 @@ class TaskReader:
         self._statm = self._status = self._stat = self._adj_file = self._score_file = None
 
 
+def parse_memory_cgroup(text: str, version: int) -> str | None:
+    """The memory cgroup in a /proc/<pid>/cgroup text: v1 the line whose controllers hold ``memory``, v2 ``0::``."""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy_id, controllers, path = parts
+        if version == 1 and "memory" in controllers.split(","):
+            return path
+        if version == 2 and hierarchy_id == "0" and controllers == "":
+            return path
+    return None
+
+
 def list_pids(procfs_root: str) -> list[int]:
     """Every process id in procfs (used where no cgroup lists them, e.g. without a memory controller)."""
     try:

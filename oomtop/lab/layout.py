@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from oomtop.collect.cgroupfs import UNLIMITED_FLOOR, MemoryHierarchy
+from oomtop.collect.procfs import parse_memory_cgroup
 from oomtop.lab import LAB_NAME, LabError
 from oomtop.model import QosClass
 
@@ -259,13 +260,6 @@ class CgroupTree:
 def memory_cgroup_of(pid: int, version: int) -> str | None:
     """The memory cgroup of a process from ``/proc/<pid>/cgroup`` (v1: the memory line, v2: the ``0::`` line)."""
     try:
-        lines = _read(f"/proc/{pid}/cgroup").splitlines()
+        return parse_memory_cgroup(_read(f"/proc/{pid}/cgroup"), version)
     except (OSError, UnicodeDecodeError):
         return None
-    for line in lines:
-        _id, controllers, path = line.split(":", 2)
-        if version == 1 and "memory" in controllers.split(","):
-            return path
-        if version == 2 and _id == "0" and controllers == "":
-            return path
-    return None

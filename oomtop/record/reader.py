@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from oomtop.collect.identity import identify
 from oomtop.model import Cgroup, Identity, OomEvent, Sample, Task
 from oomtop.record import codec
 from oomtop.record.frames import DATA, END, EVENT, HEADER, MAGIC, NOTICE, SEGMENT_START, Damage, Frame, scan
@@ -226,7 +227,7 @@ class _DecodeState:
             self.cgroups = {}
             self.raw_cgroups = {}
             for values in cgroups:
-                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or _plain(values[0]))
+                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or identify(values[0]))
                 self.cgroups[cgroup.path] = cgroup
                 self.raw_cgroups[cgroup.path] = values
             self.cgroup_order = [values[0] for values in cgroups]
@@ -254,7 +255,7 @@ class _DecodeState:
                 else:
                     path, merged = values[0], values
                 self.raw_cgroups[path] = merged
-                self.cgroups[path] = decoder.cgroup(merged, self.identities.get(path) or _plain(path))
+                self.cgroups[path] = decoder.cgroup(merged, self.identities.get(path) or identify(path))
             for values in tasks:
                 if len(values) == 3 and isinstance(values[2], list) and (values[0], values[1]) in self.tasks:
                     key = (values[0], values[1])
@@ -306,8 +307,3 @@ def _apply_order(before: list[Any], change: Any, kind: type) -> list[Any]:
         order.insert(position, kind(key) if kind is tuple else key)
     return order
 
-
-def _plain(path: str) -> Identity:
-    from oomtop.collect.identity import identify
-
-    return identify(path)

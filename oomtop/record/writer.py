@@ -13,7 +13,7 @@ import json
 import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from oomtop import __version__
@@ -237,8 +237,6 @@ def _order_change(before: tuple[Any, ...], after: tuple[Any, ...]) -> Any:
 
 
 def _redacted(sample: Sample) -> Sample:
-    from dataclasses import replace
-
     if not any(task.cmdline for task in sample.tasks):
         return sample
     return replace(sample, tasks=tuple(replace(t, cmdline="") if t.cmdline else t for t in sample.tasks))
