@@ -170,3 +170,92 @@ def test_v2_parent_counter_catches_a_vanished_child(tmp_path: Path, kmsg: Kmsg) 
     events = watcher.on_sample(collector.sample())
     assert len(events) == 1
     assert events[0].detected_in == pod and events[0].count == 1
+
+
+# Rate-limited reports: past 10 reports in 5 s the kernel logs only "Killed process N (comm)", without cgroups.
+
+OTHER = f"/kubepods/burstable/pod{POD}/{'4e' * 32}"
+
+
+def headless(pid: int, comm: str = "hog") -> list[str]:
+    return [kernlog.killed(kernlog.Task(pid, comm=comm, anon=12000, file=67))]
+
+
+def two_containers(tmp_path: Path) -> FakeHost:
+    host = host_with_container(tmp_path)
+    host.add_cgroup(OTHER, limit=50 << 20)
+    return host
+
+
+def kills(host: FakeHost, path: str, count: int) -> None:
+    host.set_file(path, "memory.oom_control", f"oom_kill_disable 0\nunder_oom 0\noom_kill {count}\n")
+
+
+def run_out(watcher: OomWatcher, clock: Clock, seconds: float = 2.0, step: float = 0.02) -> list:  # type: ignore[type-arg]
+    events = []
+    for _ in range(int(seconds / step)):
+        clock.now += step
+        events += watcher.tick()
+    return events
+
+
+def test_headless_report_after_its_increment_is_placed_by_it(tmp_path: Path, kmsg: Kmsg) -> None:
+    """The counter moved (a sample saw it) before the log said who died; one kill on each side: the same kill."""
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    kills(host, CONTAINER, 1)
+    events = watcher.on_sample(collector.sample())
+    clock.now += 0.01
+    kmsg.send(headless(7777))  # born and killed between two samples: no sample knew it
+    events += watcher.on_kmsg() + run_out(watcher, clock)
+    assert len(events) == 1
+    event = events[0]
+    assert event.victim.pid == 7777 and event.task_cgroup == CONTAINER
+    assert event.oom_cgroup == CONTAINER and event.pod is not None and event.pod.uid == POD
+    assert set(event.source) == {"counter", "kmsg"}
+
+
+def test_two_headless_reports_stay_unplaced_and_are_counted_once(tmp_path: Path, kmsg: Kmsg) -> None:
+    """Two reports without cgroups and two increments: which is whose is not known, so no pod is guessed, and the
+    increments are not reported again as kills of their own."""
+    clock = Clock()
+    host = two_containers(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    kills(host, CONTAINER, 1)
+    kills(host, OTHER, 1)
+    events = watcher.on_sample(collector.sample())
+    clock.now += 0.01
+    kmsg.send(headless(7777) + headless(7779), start_us=700_000_000)
+    events += watcher.on_kmsg() + run_out(watcher, clock)
+    assert sorted(event.victim.pid for event in events) == [7777, 7779]
+    assert all(event.task_cgroup is None and event.pod is None for event in events)
+
+
+def test_increment_after_an_unplaced_report_is_not_a_second_kill(tmp_path: Path, kmsg: Kmsg) -> None:
+    """The report is emitted unplaced first; its kill's increment shows only at the next poll."""
+    clock = Clock()
+    host = host_with_container(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    kmsg.send(headless(7777))
+    events = watcher.on_kmsg() + run_out(watcher, clock, 0.2)
+    assert [event.task_cgroup for event in events] == [None]
+    kills(host, CONTAINER, 1)
+    events += watcher.on_sample(collector.sample()) + run_out(watcher, clock)
+    assert len(events) == 1
+
+
+def test_increment_beside_a_placed_report_is_its_own_kill(tmp_path: Path, kmsg: Kmsg) -> None:
+    """A full report explains its own cgroup's increment only; another cgroup's increment is another kill."""
+    clock = Clock()
+    host = two_containers(tmp_path)
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    kmsg.send(block())
+    kills(host, CONTAINER, 1)
+    kills(host, OTHER, 1)
+    events = watcher.on_kmsg() + watcher.on_sample(collector.sample()) + run_out(watcher, clock)
+    assert sorted((event.victim.pid or 0, event.task_cgroup) for event in events) == [(0, OTHER), (4242, CONTAINER)]

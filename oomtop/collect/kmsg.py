@@ -310,6 +310,11 @@ class OomParser:
         """True when a complete event waits (also for inputs without kernel timestamps)."""
         return self._block is not None and bool(self._block.killed)
 
+    @property
+    def in_block(self) -> bool:
+        """True while a report has begun and is not yet emitted (its kill may not be logged yet)."""
+        return self._block is not None
+
     def _feed(self, record: LogRecord, out: list[OomEvent]) -> None:
         text = record.text.strip()
         tag, m = _classify(text)

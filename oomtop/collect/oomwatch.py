@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from oomtop.rank import is_under, predict
 LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart are not the same kill
 QUIET_FLUSH_S = 0.01  # a complete log block with nothing after it for this long is emitted (a group kill's
 #                       lines come microseconds apart)
+LONE_INCREMENT_AGE_S = 0.005  # an increment this old, with the log quiet as long, has its report read already
 HOLD_UNPLACED_S = 0.06  # how long a report without cgroups waits for a wake-up that shows where its victim lived
 RECHECK_AFTER_S = (0.005, 0.02, 0.05, 0.15, 0.5)  # re-reads of woken cgroups: v1 signals before it counts
 
@@ -140,7 +142,6 @@ class OomWatcher:
         self._sample_local: dict[str, int] = {}  # each cgroup's own kill count as the last sample read it
         self._names_refreshed_at = float("-inf")
         self._held: list[tuple[OomEvent, float]] = []  # rate-limited reports waiting to be placed
-        self._unplaced = 0  # increments known to belong to rate-limited reports that could not be placed
         self._recent_pids: dict[int, tuple[str, float]] = {}  # pid -> (cgroup, when): members of woken cgroups
         self._ready: list[OomEvent] = []
         self._woken: dict[str, float] = {}  # cgroup path -> when it signalled, for the follow-up reads
@@ -273,18 +274,6 @@ class OomWatcher:
             self._add_increment(path, value - known, now, {source})
 
     def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
-        if count > 0 and self._held and not vanished:
-            # A kill the log reported without saying where (rate-limited) is waiting: this increment is one of
-            # those kills, so it is not reported again.  It does not place the report: in a burst the first
-            # increment to arrive need not be that kill's (a wrong pod is worse than none).
-            self._unplaced += count
-            return
-        if count > 0 and self._unplaced and not vanished:
-            used = min(count, self._unplaced)
-            self._unplaced -= used
-            count -= used
-            if count == 0:
-                return
         for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
             # (a parent's count for a child that is gone stands for kills the log placed in that child)
             if logged.absorb > 0 and any(path == p or is_under(path, p) or (vanished and is_under(p, path))
@@ -397,23 +386,61 @@ class OomWatcher:
             self._logged.popleft()
         for index, (held, since) in enumerate(self._held):  # a wake-up since may have seen where it lived
             placed = self._where_it_lived(held)
+            if placed.task_cgroup is None and now - since >= HOLD_UNPLACED_S:
+                placed = self._place_by_lone_increment(placed, now)
             if placed.task_cgroup is not None:
                 self._held[index] = (placed, 0.0)
         while self._held and (now - self._held[0][1] >= HOLD_UNPLACED_S or self._held[0][0].task_cgroup):
             self._ready.append(self._emit_logged(self._held.pop(0)[0]))
-            if self._unplaced:  # its increment came while it waited: already taken, not to be absorbed again
-                self._unplaced -= 1
-                self._logged[-1].absorb = max(0, self._logged[-1].absorb - 1)
-        if not self._held and self._unplaced and now - self._last_record_at > LOG_MATCH_WINDOW_S:
-            self._unplaced = 0
         if self._ready:
             return self._drain_ready() + self._expire_counters(now)
         return self._expire_counters(now)
 
     def _expire_counters(self, now: float) -> list[OomEvent]:
+        """Increments no log event explained within the grace period become events of their own, except those a
+        rate-limited report that could not be placed stands for: that kill was reported already (the log said
+        who, the counter where; which increment is whose is not known, so the report stays unplaced)."""
         ready = [p for p in self._pending if now - p.seen_at >= self.grace_s]
         self._pending = [p for p in self._pending if now - p.seen_at < self.grace_s]
-        return [self._counter_event(p) for p in ready]
+        events: list[OomEvent] = []
+        for pending in ready:
+            for logged in self._logged:
+                if pending.count and logged.absorb > 0 and not logged.paths and logged.event.kind == "memcg":
+                    used = min(pending.count, logged.absorb)
+                    logged.absorb -= used
+                    pending.count -= used
+            if pending.count:
+                events.append(self._counter_event(pending))
+        return events
+
+    def _place_by_lone_increment(self, event: OomEvent, now: float) -> OomEvent:
+        """A rate-limited report that nothing else placed, when exactly one kill is unexplained on each side: the
+        one report without a cgroup and the one counter increment without a report are the same kill.
+
+        The kernel counts a kill (``memcg_memory_event_mm``) after printing its report header and microseconds
+        before "Killed process", so once the increment is a few ms old and the log has nothing unread, no other
+        kill can own it.  Anything less certain (two reports waiting, an earlier unplaced report that may still
+        own an increment, records lost, a report half read) leaves the event unplaced: a wrong pod is worse than
+        none."""
+        if len(self._held) != 1 or self._kmsg is None or self._kmsg.lost or self._parser.in_block:
+            return event
+        if any(not logged.paths and logged.absorb > 0 for logged in self._logged):
+            return event
+        if now - self._last_record_at < LONE_INCREMENT_AGE_S or self._kmsg_readable():
+            return event
+        if len(self._pending) != 1:
+            return event
+        pending = self._pending[0]
+        if pending.vanished_child or pending.count != 1 or now - pending.seen_at < LONE_INCREMENT_AGE_S:
+            return event
+        return replace(event, task_cgroup=pending.path)
+
+    def _kmsg_readable(self) -> bool:
+        assert self._kmsg is not None
+        try:
+            return bool(select.select([self._kmsg.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     # ------------------------------------------------------------------------------------------- building
 
