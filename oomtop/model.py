@@ -110,6 +110,10 @@ class Cgroup:
     pressure: Pressure | None
     pids: tuple[int, ...]  # processes directly in this cgroup, in the order the kernel lists them
     identity: Identity
+    # v2 memory.events / events.local oom_group_kill: memory.oom.group kills (the kernel counts the first victim of
+    # each twice in oom_kill, once as the victim and once as a member of the group).  0 / None on v1.
+    oom_group_kills: int = 0
+    oom_group_kills_local: int | None = None
 
     @property
     def working_set_bytes(self) -> int:

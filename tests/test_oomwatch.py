@@ -259,3 +259,73 @@ def test_increment_beside_a_placed_report_is_its_own_kill(tmp_path: Path, kmsg: 
     kills(host, OTHER, 1)
     events = watcher.on_kmsg() + watcher.on_sample(collector.sample()) + run_out(watcher, clock)
     assert sorted((event.victim.pid or 0, event.task_cgroup) for event in events) == [(0, OTHER), (4242, CONTAINER)]
+
+
+# memory.oom.group kills without the log: the kernel counts the group's first victim twice in oom_kill (once as
+# the victim, once as a member of the group) and counts the group kill itself in oom_group_kill.
+
+def events_file(oom_kill: int, group_kill: int) -> str:
+    return f"low 0\nhigh 0\nmax 9\noom 1\noom_kill {oom_kill}\noom_group_kill {group_kill}\n"
+
+
+def test_group_kill_without_log_counts_each_task_once(tmp_path: Path) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    watcher, collector = watcher_for(host, None, clock)
+    watcher.on_sample(collector.sample())
+    host.set_file(CONTAINER, "memory.events.local", events_file(3, 1))  # two tasks killed, the first counted twice
+    host.set_file(CONTAINER, "memory.events", events_file(3, 1))
+    events = watcher.on_sample(collector.sample()) + run_out(watcher, clock)
+    assert sum(event.count for event in events) == 2
+    assert {event.task_cgroup for event in events} == {CONTAINER}
+
+
+def test_group_kill_in_a_vanished_child_counts_each_task_once(tmp_path: Path) -> None:
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    watcher, collector = watcher_for(host, None, clock)
+    watcher.on_sample(collector.sample())
+    pod = f"/kubepods/burstable/pod{POD}"
+    host.remove_cgroup(CONTAINER)
+    host.set_file(pod, "memory.events", events_file(3, 1))
+    events = watcher.on_sample(collector.sample()) + run_out(watcher, clock)
+    assert [(event.detected_in, event.count) for event in events] == [(pod, 2)]
+
+
+def test_plain_kills_beside_a_group_kill_are_all_counted(tmp_path: Path) -> None:
+    """A group kill's correction takes one count per group kill, never a kill of its own."""
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    watcher, collector = watcher_for(host, None, clock)
+    watcher.on_sample(collector.sample())
+    host.set_file(CONTAINER, "memory.events.local", events_file(1, 1))  # the victim's mm was gone: counted once
+    host.set_file(CONTAINER, "memory.events", events_file(1, 1))
+    events = watcher.on_sample(collector.sample()) + run_out(watcher, clock)
+    assert sum(event.count for event in events) == 1
+
+
+def test_kill_right_after_start_is_named_from_a_new_bundle(tmp_path: Path, kmsg: Kmsg) -> None:
+    """A container that OOMs right at its start: its bundle appeared after the names were read (and after the
+    history's old, unnamed kills were looked up); the event still carries the pod and container names."""
+    from oomtop.collect.identity import NodeNames
+    from tests.test_identity import containerd
+
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    old_pod = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    kmsg.send(block(pid=900, cgroup=f"/kubepods/burstable/pod{old_pod}/{'ab' * 32}"), start_us=100_000_000)
+    collector = Collector(host.config(slow_interval_s=0.0), monotonic=clock)
+    watcher = OomWatcher(discover_hierarchy(str(host.cgroup_root), str(host.proc)), kmsg.stream,
+                         NodeNames.load(str(host.root)), monotonic=clock)
+    assert len(watcher.history()) == 1
+    containerd(host.root, CTR, name="early", uid=POD, pod="early", ns="v2-tier")
+    watcher.on_sample(collector.sample())
+    kmsg.send(block())
+    clock.now += 0.01
+    events = watcher.on_kmsg() + run_out(watcher, clock, 0.1)
+    assert len(events) == 1
+    event = events[0]
+    assert event.pod is not None and (event.pod.name, event.pod.namespace) == ("early", "v2-tier")
+    assert event.container is not None and event.container.name == "early"
+    collector.close()
+    watcher.close()

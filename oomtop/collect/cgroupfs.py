@@ -374,6 +374,8 @@ class CgroupReader:
             pressure=pressure,  # type: ignore[arg-type]
             pids=pids,
             identity=self.identity,
+            oom_group_kills=events.get("oom_group_kill", 0),
+            oom_group_kills_local=local.get("oom_group_kill") if local else None,
         )
 
     def close(self) -> None:
@@ -401,9 +403,16 @@ def read_local_oom_kills(hierarchy: MemoryHierarchy, path: str) -> int | None:
 
     Called right after a wake-up, before the runtime removes a dead container's cgroup; None when it is gone.
     """
+    counts = read_local_oom_counts(hierarchy, path)
+    return None if counts is None else counts[0]
+
+
+def read_local_oom_counts(hierarchy: MemoryHierarchy, path: str) -> tuple[int, int] | None:
+    """(oom_kill, oom_group_kill) counted in this cgroup itself, from one read (group kills: v2 only, else 0)."""
     directory = hierarchy.path + ("" if path == "/" else path)
     name = "memory.oom_control" if hierarchy.version == 1 else "memory.events.local"
     try:
-        return parse_flat_keyed(read_once(os.path.join(directory, name))).get("oom_kill", 0)
+        keyed = parse_flat_keyed(read_once(os.path.join(directory, name)))
     except OSError:
         return None
+    return keyed.get("oom_kill", 0), keyed.get("oom_group_kill", 0)

@@ -25,7 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from oomtop.collect.cgroupfs import MemoryHierarchy, parse_pids, parse_v1_limit, parse_v2_limit, read_local_oom_kills
+from oomtop.collect.cgroupfs import (
+    MemoryHierarchy,
+    parse_pids,
+    parse_v1_limit,
+    parse_v2_limit,
+    read_local_oom_counts,
+    read_local_oom_kills,
+)
 from oomtop.collect.files import read_once
 from oomtop.collect.identity import NodeNames, identify
 from oomtop.collect.kmsg import LogRecord, OomParser, parse_kmsg_record
@@ -38,8 +45,40 @@ LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart 
 QUIET_FLUSH_S = 0.01  # a complete log block with nothing after it for this long is emitted (a group kill's
 #                       lines come microseconds apart)
 LONE_INCREMENT_AGE_S = 0.005  # an increment this old, with the log quiet as long, has its report read already
+NAMES_RETRY_S = 0.5  # an unnamed cgroup's kill re-reads node metadata at most this often for that cgroup
 HOLD_UNPLACED_S = 0.06  # how long a report without cgroups waits for a wake-up that shows where its victim lived
 RECHECK_AFTER_S = (0.005, 0.02, 0.05, 0.15, 0.5)  # re-reads of woken cgroups: v1 signals before it counts
+
+
+def _advance(counts: dict[str, int], path: str, value: int, new: bool) -> int:
+    """Store a counter's new value; return how far it moved since the last read (0 for a first read of a cgroup
+    that existed before, since its old kills are history; ``new`` cgroups count from zero)."""
+    known = counts.get(path)
+    counts[path] = value
+    if known is None:
+        if not new or value <= 0:
+            return 0
+        known = 0
+    if value < known:
+        # A Sample read before a wake-up's fresher read: keep the higher count.  (A cgroup removed and made
+        # again between two polls would also read lower; it counts again once it passes the old value.)
+        counts[path] = known
+        return 0
+    return value - known
+
+
+def _vanished_counts(counts: dict[str, int], sample_counts: dict[str, int], paths: set[str]) -> dict[str, int]:
+    """Counts read (at wake-ups) beyond the last sample in cgroups now gone, by the nearest ancestor still there;
+    the gone cgroups are forgotten."""
+    out: dict[str, int] = {}
+    for path in [p for p in counts if p not in paths]:
+        counted = counts.pop(path) - sample_counts.get(path, 0)
+        if counted > 0:
+            ancestor = path.rsplit("/", 1)[0] or "/"
+            while ancestor not in paths and ancestor != "/":
+                ancestor = ancestor.rsplit("/", 1)[0] or "/"
+            out[ancestor] = out.get(ancestor, 0) + counted
+    return out
 
 
 class KmsgStream:
@@ -102,6 +141,17 @@ class _Increment:
 
 
 @dataclass(slots=True)
+class _GroupDebt:
+    """memory.oom.group kills a counter showed in ``path`` (v2 ``oom_group_kill``), without the log: each one made
+    the kernel count its first victim twice in ``oom_kill``, so that many increments at or under ``path`` are
+    not kills."""
+
+    path: str
+    count: int
+    seen_at: float
+
+
+@dataclass(slots=True)
 class _Logged:
     """A log event already emitted, still able to absorb the counter increments its kill causes."""
 
@@ -140,7 +190,11 @@ class OomWatcher:
         self._logged: deque[_Logged] = deque()
         self._first_sample = True
         self._sample_local: dict[str, int] = {}  # each cgroup's own kill count as the last sample read it
-        self._names_refreshed_at = float("-inf")
+        self._group_counts: dict[str, int] = {}  # v2 events.local oom_group_kill, as last read
+        self._hier_group_counts: dict[str, int] = {}  # v2 memory.events oom_group_kill, as the last sample read it
+        self._sample_group_local: dict[str, int] = {}
+        self._group_debts: list[_GroupDebt] = []
+        self._names_tried: dict[str, float] = {}  # unnamed cgroup path -> when node metadata was re-read for it
         self._held: list[tuple[OomEvent, float]] = []  # rate-limited reports waiting to be placed
         self._recent_pids: dict[int, tuple[str, float]] = {}  # pid -> (cgroup, when): members of woken cgroups
         self._ready: list[OomEvent] = []
@@ -250,30 +304,48 @@ class OomWatcher:
     def _read_woken(self, now: float) -> None:
         assert self.hierarchy is not None
         source = "eventfd" if self.hierarchy.version == 1 else "inotify"
+        read: list[tuple[str, int]] = []
         for path, woke_at in list(self._woken.items()):
             if now - woke_at > RECHECK_AFTER_S[-1] + 0.1:
                 del self._woken[path]
                 continue
-            count = read_local_oom_kills(self.hierarchy, path)
-            if count is not None:  # a cgroup made since the last sample counts from zero
-                self._count(path, count, now, source, new=not self._first_sample)
+            counts = read_local_oom_counts(self.hierarchy, path)
+            if counts is not None:  # a cgroup made since the last sample counts from zero
+                read.append((path, counts[0]))
+                self._count_group_kills(path, counts[1], now, new=not self._first_sample)
+        for path, count in read:  # group kills first: they say how many of these increments are double counts
+            self._count(path, count, now, source, new=not self._first_sample)
 
     def _count(self, path: str, value: int, now: float, source: str, new: bool = False) -> None:
-        known = self._counts.get(path)
-        self._counts[path] = value
-        if known is None:
-            if not new or value <= 0:
-                return
-            known = 0
-        if value < known:
-            # A Sample read before a wake-up's fresher read: keep the higher count.  (A cgroup removed and made
-            # again between two polls would also read lower; it counts again once it passes the old value.)
-            self._counts[path] = known
+        delta = _advance(self._counts, path, value, new)
+        if delta:
+            self._add_increment(path, delta, now, {source})
+
+    def _count_group_kills(self, path: str, value: int | None, now: float, new: bool) -> None:
+        if value is None or self._kmsg is not None:  # with the log, the group's report says who died
             return
-        if value > known:
-            self._add_increment(path, value - known, now, {source})
+        delta = _advance(self._group_counts, path, value, new)
+        if delta:
+            self._add_group_debt(path, delta, now)
+
+    def _add_group_debt(self, path: str, count: int, now: float, vanished: bool = False) -> None:
+        """Take the double counts of ``count`` group kills in ``path`` off the increments waiting there."""
+        for pending in self._pending:
+            if count and pending.vanished_child == vanished and (pending.path == path or is_under(pending.path, path)):
+                used = min(count, pending.count - 1) if pending.count > 1 else 0  # never the whole kill
+                pending.count -= used
+                count -= used
+        if count:
+            self._group_debts.append(_GroupDebt(path, count, now))
 
     def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
+        if self._group_debts:
+            self._group_debts = [d for d in self._group_debts if d.count > 0 and now - d.seen_at <= LOG_MATCH_WINDOW_S]
+            for debt in self._group_debts:
+                if count > 1 and (path == debt.path or is_under(path, debt.path)):
+                    used = min(debt.count, count - 1)  # a group kill kills at least one task
+                    debt.count -= used
+                    count -= used
         for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
             # (a parent's count for a child that is gone stands for kills the log placed in that child)
             if logged.absorb > 0 and any(path == p or is_under(path, p) or (vanished and is_under(p, path))
@@ -296,25 +368,22 @@ class OomWatcher:
         self._samples.append(sample)
         new = not self._first_sample
         v2 = sample.node.cgroup_version == 2
-        paths = set()
+        paths = {cgroup.path for cgroup in sample.cgroups}
+        if v2:
+            for cgroup in sample.cgroups:  # before the kill counts: how many of those are double counts
+                self._count_group_kills(cgroup.path, cgroup.oom_group_kills_local, now, new)
         for cgroup in sample.cgroups:
-            paths.add(cgroup.path)
             local = cgroup.oom_kills_local if v2 else cgroup.oom_kills
             if local is not None:
                 self._count(cgroup.path, local, now, "counter", new)
-        vanished_counted: dict[str, int] = {}
-        for path in [p for p in self._counts if p not in paths]:
-            # Kills a wake-up already counted in a cgroup that is now gone: its parent's hierarchical counter
-            # shows them too, and they must not be reported twice.
-            counted = self._counts.pop(path) - self._sample_local.get(path, 0)
-            if counted > 0:
-                ancestor = path.rsplit("/", 1)[0] or "/"
-                while ancestor not in paths and ancestor != "/":
-                    ancestor = ancestor.rsplit("/", 1)[0] or "/"
-                vanished_counted[ancestor] = vanished_counted.get(ancestor, 0) + counted
+        # Kills a wake-up already counted in a cgroup that is now gone: its parent's hierarchical counter shows
+        # them too, and they must not be reported twice.
+        vanished_counted = _vanished_counts(self._counts, self._sample_local, paths)
+        vanished_groups = _vanished_counts(self._group_counts, self._sample_group_local, paths)
         if v2:
-            self._follow_hierarchical(sample, now, new, vanished_counted)
+            self._follow_hierarchical(sample, now, new, vanished_counted, vanished_groups)
         self._sample_local = {c.path: (c.oom_kills_local if v2 else c.oom_kills) or 0 for c in sample.cgroups}
+        self._sample_group_local = {c.path: c.oom_group_kills_local or 0 for c in sample.cgroups}
         self._first_sample = False
         if self.wakeups is not None:
             self.wakeups.sync(paths)
@@ -322,14 +391,19 @@ class OomWatcher:
                 self.notices.append(self.wakeups.error)
         return self._expire(now)
 
-    def _follow_hierarchical(self, sample: Sample, now: float, new: bool, vanished_counted: dict[str, int]) -> None:
+    def _follow_hierarchical(self, sample: Sample, now: float, new: bool, vanished_counted: dict[str, int],
+                             vanished_groups: dict[str, int]) -> None:
         """v2: a parent's hierarchical oom_kill that moved more than its living children explain counts kills in
         children that were created and removed between two polls."""
         previous = dict(self._hier_counts)
         current = {cgroup.path: cgroup.oom_kills for cgroup in sample.cgroups}
         self._hier_counts = current
+        previous_groups = dict(self._hier_group_counts)
+        self._hier_group_counts = {cgroup.path: cgroup.oom_group_kills for cgroup in sample.cgroups}
         if not new:
             return
+        if self._kmsg is None:
+            self._vanished_group_debts(sample, previous_groups, vanished_groups, now)
         children: dict[str, list[str]] = {}
         for cgroup in sample.cgroups:
             if cgroup.parent_path is not None:
@@ -347,6 +421,25 @@ class OomWatcher:
             unexplained = delta - explained - max(0, local_delta) - vanished_counted.get(cgroup.path, 0)
             if unexplained > 0:
                 self._add_increment(cgroup.path, unexplained, now, {"counter"}, vanished=True)
+
+    def _vanished_group_debts(self, sample: Sample, previous: dict[str, int], vanished: dict[str, int],
+                              now: float) -> None:
+        """Group kills in children gone since the last poll, seen in a parent's hierarchical oom_group_kill: the
+        parent's unexplained oom_kill increment holds their double counts."""
+        current = self._hier_group_counts
+        for cgroup in sample.cgroups:
+            if cgroup.path not in previous:
+                continue
+            delta = current[cgroup.path] - previous[cgroup.path]
+            if delta <= 0:
+                continue
+            explained = sum(current[c.path] - previous.get(c.path, 0) for c in sample.cgroups
+                            if c.parent_path == cgroup.path)
+            local_before = self._sample_group_local.get(cgroup.path, 0)
+            local_delta = max(0, (cgroup.oom_group_kills_local or 0) - local_before)
+            unexplained = delta - explained - local_delta - vanished.get(cgroup.path, 0)
+            if unexplained > 0:
+                self._group_debts.append(_GroupDebt(cgroup.path, unexplained, now))
 
     def _local_before(self, path: str) -> int | None:
         if len(self._samples) < 2:
@@ -530,7 +623,7 @@ class OomWatcher:
         if time_s is None and event.kernel_time_s is not None:
             time_s = clock_offset + event.kernel_time_s
         path = event.task_cgroup or event.oom_cgroup
-        pod, container = self._identity(path)
+        pod, container = self._identity(path, refresh=not historical)  # history: its pods are mostly long gone
         predicted = None if historical else self._predicted(event)
         return replace(
             event,
@@ -542,7 +635,7 @@ class OomWatcher:
             source=event.source or ("kmsg",),
         )
 
-    def _identity(self, path: str | None):  # type: ignore[no-untyped-def]
+    def _identity(self, path: str | None, refresh: bool = True):  # type: ignore[no-untyped-def]
         if not path:
             return None, None
         for sample in reversed(self._samples):
@@ -552,9 +645,14 @@ class OomWatcher:
         identity = identify(path, self.names)
         unnamed = (identity.pod is not None and identity.pod.name is None) or (
             identity.container is not None and identity.container.name is None)
-        if unnamed and self._monotonic() - self._names_refreshed_at > 0.5:
-            # A pod started since the names were read: its metadata (bundle, log directory) is on disk by now.
-            self._names_refreshed_at = self._monotonic()
+        now = self._monotonic()
+        if unnamed and refresh and now - self._names_tried.get(path, float("-inf")) > NAMES_RETRY_S:
+            # A pod started since the names were read (the collector re-reads them only every few seconds): its
+            # metadata (bundle, log directory) is on disk by the time it can be killed.  Once per cgroup, not
+            # once per period: in a burst each new container's kill must see its own bundle.
+            if len(self._names_tried) > 4096:
+                self._names_tried = {p: t for p, t in self._names_tried.items() if now - t <= NAMES_RETRY_S}
+            self._names_tried[path] = now
             self.names = self.names.refresh()
             identity = identify(path, self.names)
         return identity.pod, identity.container

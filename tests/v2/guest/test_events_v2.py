@@ -25,7 +25,6 @@ Each kill scenario builds its pod the way runc and systemd do (``evlib.pod_born_
 and systemd namings alternate from one scenario to the next so that no cgroup path is removed and made again
 between two polls (see test_recreated_path_keeps_its_wakeup).
 
-Known oomtop bugs are pinned by ``xfail(strict=True)`` tests (each says why).
 """
 
 from __future__ import annotations
@@ -321,12 +320,9 @@ def test_group_kill_exactly_one_event(group_kill: GroupKill) -> None:
     assert not problems, "\n".join(problems) + "\n" + run.context
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "oomtop bug: with --kmsg none a memory.oom.group kill of 2 tasks is reported as 'count 3': the container's "
-    "memory.events.local oom_kill counts the first victim twice (see test_group_kill_exactly_one_event) and the "
-    "watcher takes the increment as it is; memory.events' own oom_group_kill (1) says a group kill happened, "
-    "which is when the kernel counts one task too many."))
 def test_group_kill_no_kmsg_counts_each_task_once(group_kill: GroupKill) -> None:
+    """Without the log, the container's events.local oom_kill counts the first victim twice (3 for 2 tasks); its
+    oom_group_kill (1) says a group kill happened, and the watcher takes that double count off."""
     run = group_kill
     _group_preconditions(run)
     _victim_counted_twice(run)
@@ -540,14 +536,10 @@ def test_driven_new_container_kill_no_kmsg() -> None:
     assert len(events) == 1, f"{len(events)} events for one kill in a container made after the last poll: {events}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "oomtop bug: a kill within CollectorConfig.names_refresh_s (2 s) of oomtop's last read of node metadata -- "
-    "typically a container that OOMs right at its start -- is reported without pod and container names, although "
-    "containerd's bundle (config.json with the CRI annotations) was on disk before the container's first task "
-    "ran.  The Collector re-reads names at most every 2 s, OomWatcher._identity takes the identity of the last "
-    "Sample as it is (re-reading names itself only for a path no Sample has seen), and the event is printed "
-    "once: pod.name, pod.namespace and container.name stay null."))
 def test_driven_early_kill_named() -> None:
+    """A container that OOMs right at its start, within CollectorConfig.names_refresh_s (2 s) of oomtop's last
+    read of node metadata: containerd's bundle was on disk before its first task ran, so the event names the pod
+    and the container although the Sample's identity does not yet (the watcher re-reads names for that cgroup)."""
     t0 = time.monotonic()
     with KubeTree("cgroupfs", bundles=True) as tree, DrivenWatcher(kmsg=True) as driven:
         pod = pod_born_with_memory(tree, "burstable", "early")  # after oomtop loaded the node's metadata
@@ -559,7 +551,7 @@ def test_driven_early_kill_named() -> None:
         driven.run(0.5)
         named = [e for e in driven.events if e.victim.pid == pid]
     if polled >= NAMES_REFRESH_S - 0.2:
-        pytest.skip(f"the first poll came {polled:.1f} s after the metadata load: too late to show the bug")
+        pytest.skip(f"the first poll came {polled:.1f} s after the metadata load: too late to test the window before the names refresh")
     assert len(named) == 1, f"{len(named)} events name the victim {pid}: {[event_brief(e) for e in driven.events]}"
     event = named[0]
     got = (event.pod and event.pod.name, event.pod and event.pod.namespace, event.container and event.container.name)
