@@ -114,6 +114,7 @@ class Row:
     block_latencies_ms: list[float] = field(default_factory=list)  # from the event's own kernel_time_s
     spread_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # one line per kill, for --detail
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -155,6 +156,10 @@ def summarize(row: Row, kills: list[Kill], events: list[Seen], tree: TestHierarc
             continue
         killed_at = record.usec / 1e6 + clock.offset_s
         row.latencies_ms.append((first.t - killed_at) * 1e3)
+        row.details.append(f"{kill.pid}: {(first.t - killed_at) * 1e3:6.1f} ms, "
+                           f"{'full report' if kill.pid in reported else 'headless   '}, "
+                           f"source {','.join(first.event.get('source') or [])}, "
+                           f"{'placed' if first.event.get('task_cgroup') else 'unplaced'}")
         block = first.event.get("kernel_time_s")
         if isinstance(block, (int, float)):
             row.block_latencies_ms.append((first.t - (block + clock.offset_s)) * 1e3)
@@ -240,6 +245,8 @@ def main() -> int:
     parser.add_argument("--intervals", default="0.5,2", help="--interval values to run (default 0.5,2)")
     parser.add_argument("--modes", default="kmsg,none", help="kmsg (the kernel log) and/or none (--kmsg none)")
     parser.add_argument("--pace", type=float, default=0.55, help="seconds between two kills (default 0.55)")
+    parser.add_argument("--detail", action="store_true",
+                        help="also print every burst kill: latency, full report or headless, detectors, placed or not")
     args = parser.parse_args()
     reason = real_kernel_unavailable_reason() or kmsg_unavailable_reason()
     if reason:
@@ -280,6 +287,9 @@ def main() -> int:
                 print(f"  {row.label}: released and killed within {row.spread_s:.2f} s")
             for note in sorted(set(row.notes)):
                 print(f"  {row.label}: {note}")
+            if args.detail and row.spread_s is not None:
+                for line in row.details:
+                    print(f"    {line}")
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

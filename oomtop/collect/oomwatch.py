@@ -45,8 +45,10 @@ LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart 
 QUIET_FLUSH_S = 0.01  # a complete log block with nothing after it for this long is emitted (a group kill's
 #                       lines come microseconds apart)
 LONE_INCREMENT_AGE_S = 0.005  # an increment this old, with the log quiet as long, has its report read already
+KMSG_BATCH = 64  # records parsed per call: in a burst the kernel writes as fast as we read, and a finished kill
+#                  must not wait for the reader to catch up (the descriptor stays readable; the loop calls again)
 NAMES_RETRY_S = 0.5  # an unnamed cgroup's kill re-reads node metadata at most this often for that cgroup
-HOLD_UNPLACED_S = 0.06  # how long a report without cgroups waits for a wake-up that shows where its victim lived
+HOLD_UNPLACED_S = 0.04  # how long a report without cgroups waits for a wake-up that shows where its victim lived
 RECHECK_AFTER_S = (0.005, 0.02, 0.05, 0.15, 0.5)  # re-reads of woken cgroups: v1 signals before it counts
 
 
@@ -254,7 +256,7 @@ class OomWatcher:
         """New kernel log records are readable: parse them, emit finished kills."""
         if self._kmsg is None:
             return []
-        records = self._kmsg.read()
+        records = self._kmsg.read(KMSG_BATCH)
         if records:
             self._last_record_at = self._monotonic()
         return self._emit_all(self._parser_events(records))
