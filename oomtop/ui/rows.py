@@ -11,6 +11,8 @@ tree shape never changes.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +166,12 @@ def _task_text(task: Task) -> str:
     return f"{task.pid}\n{task.comm}\n{task.cmdline}".casefold()
 
 
+@functools.lru_cache(maxsize=16384)
+def _task_label(pid: int, comm: str) -> str:
+    """A process row's label (comm made printable), cached: the same few thousand processes every tick."""
+    return f"{pid} {printable(comm)}"
+
+
 class _Builder:
     def __init__(self, ranking: Ranking, state: TreeState, expand_all: bool) -> None:
         self.ranking = ranking
@@ -171,6 +179,9 @@ class _Builder:
         self.needle = state.filter_text.casefold()
         self.expand_all = expand_all
         self.seen: set[RowKey] = set()
+        self.victim_domains = ranking.victim_domains
+        self.node_victim_key = ranking.node_victim_key
+        self.memcg_score = ranking.view.prediction.memcg_score
 
     def unique(self, key: RowKey, cgroup: Cgroup) -> RowKey:
         if key in self.seen:  # two cgroups claiming one id (a nested runtime): fall back to the path
@@ -182,13 +193,15 @@ class _Builder:
         return self.expand_all or self.state.expanded.get(key, default)
 
     def task_row(self, task: Task, depth: int, parent: RowKey, matched: bool) -> Row:
-        domains = self.ranking.victim_domains.get(task.key, ())
+        # The hottest function of a repaint (one call per process row): look-ups hoisted, labels cached.
+        tkey = (task.pid, task.start_ticks)
+        domains = self.victim_domains.get(tkey)
         return Row(
-            key=task_key(task), kind=RowKind.TASK, depth=depth, parent=parent, task=task,
-            label=f"{task.pid} {printable(task.comm)}", matched=matched,
-            victim_of=tuple(self.ranking.domain_name(d) for d in domains),
-            node_victim=task.key == self.ranking.node_victim_key,
-            score=self.ranking.view.prediction.memcg_score.get(task.key),
+            key=("task", task.pid, task.start_ticks), kind=RowKind.TASK, depth=depth, parent=parent, task=task,
+            label=_task_label(task.pid, task.comm), matched=matched,
+            victim_of=tuple(self.ranking.domain_name(d) for d in domains) if domains else (),
+            node_victim=tkey == self.node_victim_key,
+            score=self.memcg_score.get(tkey),
         )
 
     def subtree(self, cgroup: Cgroup, depth: int, parent: RowKey | None, inherited: bool, in_other: bool) -> list[Row]:
