@@ -329,3 +329,20 @@ def test_kill_right_after_start_is_named_from_a_new_bundle(tmp_path: Path, kmsg:
     assert event.container is not None and event.container.name == "early"
     collector.close()
     watcher.close()
+
+
+def test_v2_parent_count_before_the_log_of_a_removed_child_is_one_kill(tmp_path: Path, kmsg: Kmsg) -> None:
+    """The container was removed right after its kill and a poll saw the pod's counter move before the log's
+    report was read: the report explains the pod's increment."""
+    clock = Clock()
+    host = host_with_container(tmp_path, layout="v2")
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    pod = f"/kubepods/burstable/pod{POD}"
+    host.remove_cgroup(CONTAINER)
+    host.set_file(pod, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
+    events = watcher.on_sample(collector.sample())
+    clock.now += 0.02
+    kmsg.send(block())
+    events += watcher.on_kmsg() + run_out(watcher, clock)
+    assert [(event.victim.pid, event.task_cgroup) for event in events] == [(4242, CONTAINER)]

@@ -601,7 +601,9 @@ class OomWatcher:
         absorb = max(1, len(event.killed)) + (1 if event.oom_group_path else 0)
         # Explain increments already seen, and read the victim's counter now so it is not counted again later.
         for pending in list(self._pending):
-            if absorb and any(pending.path == p or is_under(pending.path, p) for p in paths):
+            # (a parent's count for a child gone since, when the poll came before the log: the kill in that child)
+            if absorb and any(pending.path == p or is_under(pending.path, p) or
+                              (pending.vanished_child and is_under(p, pending.path)) for p in paths):
                 used = min(absorb, pending.count)
                 absorb -= used
                 pending.count -= used

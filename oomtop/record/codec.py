@@ -119,18 +119,32 @@ class Decoder:
         )
 
 
+_MISSING_FILLS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
+
+
+def _fills(cls: type) -> tuple[tuple[str, Any, Any], ...]:
+    """(name, default, factory) of every field of ``cls``, looked up once per class (``fields()`` is slow)."""
+    fills = _MISSING_FILLS.get(cls)
+    if fills is None:
+        fills = _MISSING_FILLS[cls] = tuple(
+            (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))  # type: ignore[misc]
+    return fills
+
+
 def _build(cls: type, fields: dict[str, Any], **extra: Any) -> Any:
     """Construct a dataclass, giving fields the file lacks their default (or a neutral value)."""
-    values = {**fields, **extra}
-    for field in dataclasses.fields(cls):
-        if field.name in values:
-            continue
-        if field.default is not dataclasses.MISSING:
-            values[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            values[field.name] = field.default_factory()  # type: ignore[misc]
-        else:
-            values[field.name] = None
+    values = {**fields, **extra} if extra else fields
+    fills = _fills(cls)
+    if len(values) < len(fills):  # a file written before some fields existed
+        for name, default, factory in fills:
+            if name in values:
+                continue
+            if default is not dataclasses.MISSING:
+                values[name] = default
+            elif factory is not dataclasses.MISSING:
+                values[name] = factory()
+            else:
+                values[name] = None
     return cls(**values)
 
 

@@ -13,8 +13,9 @@ import mmap
 import os
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from oomtop.collect.identity import identify
 from oomtop.model import Cgroup, Identity, OomEvent, Sample, Task
@@ -122,7 +123,7 @@ class Recording:
     def interval_s(self) -> float:
         return float(self.header.get("interval_s") or 1.0)
 
-    def segment_samples(self, index: int) -> list[Sample]:
+    def segment_samples(self, index: int) -> SegmentSamples:
         """Every sample of one segment, decoded (and cached)."""
         cached = self._cache.get(index)
         if cached is not None:
@@ -134,25 +135,42 @@ class Recording:
             self._cache.popitem(last=False)
         return samples
 
-    def _decode(self, segment: Segment) -> list[Sample]:
+    def _decode(self, segment: Segment) -> SegmentSamples:
+        """The segment's records, checked by applying them to a running picture; Samples are made on demand."""
         decompressor = zlib.decompressobj()
-        samples: list[Sample] = []
+        records: list[list[Any]] = []
         state = _DecodeState()
         buffer = b""
         for frame in segment.frames:
             try:
                 buffer += decompressor.decompress(frame.payload(self._data))
             except zlib.error:
-                self._segment_damaged(segment, frame.offset, len(samples))
+                self._segment_damaged(segment, frame.offset, len(records))
                 break
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 try:
-                    samples.append(state.apply(json.loads(line), self._decoder))
+                    record = json.loads(line)
+                    state.advance(record, self._decoder)
+                    records.append(record)
                 except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                    self._segment_damaged(segment, frame.offset, len(samples))
-                    return samples
-        return samples
+                    self._segment_damaged(segment, frame.offset, len(records))
+                    return self._checked(records, state)
+        return self._checked(records, state)
+
+    def _checked(self, records: list[list[Any]], state: _DecodeState) -> SegmentSamples:
+        """Make the segment's last picture once (every record that changed in it, decoded once) so that a bad value
+        shows here, where it can be reported, and not later in the middle of a replay."""
+        while records:
+            try:
+                last = state.sample(self._decoder)
+                return SegmentSamples(records, self._decoder, {len(records) - 1: last})
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                records = records[:-1]  # rare (the frames' checksums held): drop the tail and check again
+                state = _DecodeState()
+                for record in records:
+                    state.advance(record, self._decoder)
+        return SegmentSamples([], self._decoder, {})
 
     def _segment_damaged(self, segment: Segment, offset: int, decoded: int) -> None:
         """A segment whose checksums held but whose contents do not decode: say so (once) instead of hiding it."""
@@ -174,7 +192,7 @@ class Recording:
         while index >= 0:
             samples = self.segment_samples(index)
             if samples:
-                times = [s.time for s in samples]
+                times = samples.times
                 position = max(0, bisect.bisect_right(times, time_s) - 1)
                 return index, position, samples[position]
             index -= 1
@@ -203,8 +221,51 @@ class Recording:
         self._file.close()
 
 
+class SegmentSamples(Sequence[Sample]):
+    """The Samples of one segment, made when asked for.
+
+    A seek needs one Sample of a segment (a keyframe and up to a minute of deltas): the deltas before it are applied
+    to the raw records only, and Task and Cgroup objects are built once, for what changed, instead of for every
+    sample on the way (building 60 x 1,250 frozen dataclasses took a second)."""
+
+    def __init__(self, records: list[list[Any]], decoder: codec.Decoder, made: dict[int, Sample]) -> None:
+        self._records = records
+        self._decoder = decoder
+        self._made = made
+        self.times: list[float] = [record[1] for record in records]
+        self._state: _DecodeState | None = None
+        self._at = -1  # the last record applied to _state
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        made = self._made.get(index)
+        if made is not None:
+            return made
+        if self._state is None or index < self._at:
+            self._state, self._at = _DecodeState(), -1
+        while self._at < index:
+            self._at += 1
+            self._state.advance(self._records[self._at], self._decoder)
+        made = self._made[index] = self._state.sample(self._decoder)
+        return made
+
+
 class _DecodeState:
-    """The running picture a segment's deltas apply to."""
+    """The running picture a segment's deltas apply to: raw records, and objects made only for what changed."""
 
     def __init__(self) -> None:
         self.identities: dict[str, Identity] = {}
@@ -212,32 +273,32 @@ class _DecodeState:
         self.tasks: dict[tuple[int, int], Task] = {}
         self.raw_cgroups: dict[str, list[Any]] = {}  # records as written, for applying field changes
         self.raw_tasks: dict[tuple[int, int], list[Any]] = {}
+        self.dirty_cgroups: set[str] = set()  # raw records changed since their objects were made
+        self.dirty_tasks: set[tuple[int, int]] = set()
         self.cgroup_order: list[str] = []
         self.task_order: list[tuple[int, int]] = []
         self.node: Any = None
         self.warnings: tuple[str, ...] = ()
+        self.stamp: tuple[float, float, int | None] = (0.0, 0.0, None)
 
     def apply(self, record: list[Any], decoder: codec.Decoder) -> Sample:
+        self.advance(record, decoder)
+        return self.sample(decoder)
+
+    def advance(self, record: list[Any], decoder: codec.Decoder) -> None:
+        """Apply one record to the raw picture (cheap: no Task or Cgroup objects are made)."""
         kind = record[0]
         if kind == "K":
             _, time_s, mono, seq, node, warnings, identities, cgroups, tasks = record
             self.identities = {path: decoder.identity(value) for path, value in identities.items()}
             self.node = decoder.node(node)
             self.warnings = tuple(warnings)
-            self.cgroups = {}
-            self.raw_cgroups = {}
-            for values in cgroups:
-                cgroup = decoder.cgroup(values, self.identities.get(values[0]) or identify(values[0]))
-                self.cgroups[cgroup.path] = cgroup
-                self.raw_cgroups[cgroup.path] = values
+            self.cgroups, self.tasks = {}, {}
+            self.raw_cgroups = {values[0]: values for values in cgroups}
             self.cgroup_order = [values[0] for values in cgroups]
-            self.tasks = {}
-            self.raw_tasks = {}
-            for values in tasks:
-                task = decoder.task(values)
-                self.tasks[task.key] = task
-                self.raw_tasks[task.key] = values
-            self.task_order = list(self.tasks)
+            self.raw_tasks = {(values[0], values[1]): values for values in tasks}
+            self.task_order = list(self.raw_tasks)
+            self.dirty_cgroups, self.dirty_tasks = set(self.raw_cgroups), set(self.raw_tasks)
         elif kind == "D":
             _, time_s, mono, seq, node, warnings, identities, cgroups, cgroup_order, tasks, task_order = record
             if node is not None:
@@ -246,37 +307,53 @@ class _DecodeState:
                 self.warnings = tuple(warnings)
             for path, value in identities.items():
                 self.identities[path] = decoder.identity(value)
-                if path in self.cgroups:
-                    self.cgroups[path] = replace(self.cgroups[path], identity=self.identities[path])
+                self.dirty_cgroups.add(path)
             for values in cgroups:
-                if len(values) == 2 and isinstance(values[1], list) and values[0] in self.cgroups:
+                if len(values) == 2 and isinstance(values[1], list) and values[0] in self.raw_cgroups:
                     path, changed = values
                     merged = _merge(self.raw_cgroups[path], changed)
                 else:
                     path, merged = values[0], values
+                if not isinstance(path, str):
+                    raise TypeError("cgroup path")
                 self.raw_cgroups[path] = merged
-                self.cgroups[path] = decoder.cgroup(merged, self.identities.get(path) or identify(path))
+                self.dirty_cgroups.add(path)
             for values in tasks:
-                if len(values) == 3 and isinstance(values[2], list) and (values[0], values[1]) in self.tasks:
-                    key = (values[0], values[1])
+                key = (values[0], values[1])
+                if len(values) == 3 and isinstance(values[2], list) and key in self.raw_tasks:
                     merged = _merge(self.raw_tasks[key], values[2])
                 else:
                     merged = values
-                task = decoder.task(merged)
-                self.raw_tasks[task.key] = merged
-                self.tasks[task.key] = task
+                self.raw_tasks[key] = merged
+                self.dirty_tasks.add(key)
             if cgroup_order is not None:
                 self.cgroup_order = _apply_order(self.cgroup_order, cgroup_order, str)
                 keep = set(self.cgroup_order)
                 self.cgroups = {p: c for p, c in self.cgroups.items() if p in keep}
                 self.raw_cgroups = {p: c for p, c in self.raw_cgroups.items() if p in keep}
+                self.dirty_cgroups &= keep
             if task_order is not None:
                 self.task_order = _apply_order(self.task_order, task_order, tuple)
                 keep_tasks = set(self.task_order)
                 self.tasks = {k: t for k, t in self.tasks.items() if k in keep_tasks}
                 self.raw_tasks = {k: t for k, t in self.raw_tasks.items() if k in keep_tasks}
+                self.dirty_tasks &= keep_tasks
         else:
             raise ValueError(f"unknown record {kind!r}")
+        self.stamp = (time_s, mono, seq)
+
+    def sample(self, decoder: codec.Decoder) -> Sample:
+        """The Sample of the picture as it stands: objects made for what changed since the last one."""
+        for path in self.dirty_cgroups:
+            raw = self.raw_cgroups.get(path)
+            if raw is not None:
+                self.cgroups[path] = decoder.cgroup(raw, self.identities.get(path) or identify(path))
+        for key in self.dirty_tasks:
+            raw = self.raw_tasks.get(key)
+            if raw is not None:
+                self.tasks[key] = decoder.task(raw)
+        self.dirty_cgroups, self.dirty_tasks = set(), set()
+        time_s, mono, seq = self.stamp
         return Sample(
             time=time_s,
             monotonic=mono,
