@@ -83,6 +83,31 @@ def _vanished_counts(counts: dict[str, int], sample_counts: dict[str, int], path
     return out
 
 
+def _beyond_children(sample: Sample, current: dict[str, int], previous: dict[str, int],
+                     local: Callable[[Any], int | None], local_before: dict[str, int],
+                     vanished: dict[str, int]) -> dict[str, int]:
+    """v2, per cgroup: how far a hierarchical counter moved beyond what its living children, its own local count
+    and the wake-ups' counts in children now gone explain -- events in children made and removed between polls."""
+    children: dict[str, list[str]] = {}
+    for cgroup in sample.cgroups:
+        if cgroup.parent_path is not None:
+            children.setdefault(cgroup.parent_path, []).append(cgroup.path)
+    out: dict[str, int] = {}
+    for cgroup in sample.cgroups:
+        own = local(cgroup)
+        if cgroup.path not in previous or own is None:
+            continue
+        delta = current[cgroup.path] - previous[cgroup.path]
+        if delta <= 0:
+            continue
+        explained = sum(current[child] - previous.get(child, 0) for child in children.get(cgroup.path, ()))
+        unexplained = (delta - explained - max(0, own - local_before.get(cgroup.path, 0))
+                       - vanished.get(cgroup.path, 0))
+        if unexplained > 0:
+            out[cgroup.path] = unexplained
+    return out
+
+
 class KmsgStream:
     """/dev/kmsg, non-blocking.  A reader that falls behind gets EPIPE once and carries on (records are lost)."""
 
@@ -404,52 +429,14 @@ class OomWatcher:
         self._hier_group_counts = {cgroup.path: cgroup.oom_group_kills for cgroup in sample.cgroups}
         if not new:
             return
-        if self._kmsg is None:
-            self._vanished_group_debts(sample, previous_groups, vanished_groups, now)
-        children: dict[str, list[str]] = {}
-        for cgroup in sample.cgroups:
-            if cgroup.parent_path is not None:
-                children.setdefault(cgroup.parent_path, []).append(cgroup.path)
-        for cgroup in sample.cgroups:
-            if cgroup.path not in previous or cgroup.oom_kills_local is None:
-                continue
-            delta = current[cgroup.path] - previous[cgroup.path]
-            if delta <= 0:
-                continue
-            explained = 0
-            for child in children.get(cgroup.path, ()):
-                explained += current[child] - previous.get(child, 0)
-            local_delta = cgroup.oom_kills_local - (self._local_before(cgroup.path) or 0)
-            unexplained = delta - explained - max(0, local_delta) - vanished_counted.get(cgroup.path, 0)
-            if unexplained > 0:
-                self._add_increment(cgroup.path, unexplained, now, {"counter"}, vanished=True)
-
-    def _vanished_group_debts(self, sample: Sample, previous: dict[str, int], vanished: dict[str, int],
-                              now: float) -> None:
-        """Group kills in children gone since the last poll, seen in a parent's hierarchical oom_group_kill: the
-        parent's unexplained oom_kill increment holds their double counts."""
-        current = self._hier_group_counts
-        for cgroup in sample.cgroups:
-            if cgroup.path not in previous:
-                continue
-            delta = current[cgroup.path] - previous[cgroup.path]
-            if delta <= 0:
-                continue
-            explained = sum(current[c.path] - previous.get(c.path, 0) for c in sample.cgroups
-                            if c.parent_path == cgroup.path)
-            local_before = self._sample_group_local.get(cgroup.path, 0)
-            local_delta = max(0, (cgroup.oom_group_kills_local or 0) - local_before)
-            unexplained = delta - explained - local_delta - vanished.get(cgroup.path, 0)
-            if unexplained > 0:
-                self._group_debts.append(_GroupDebt(cgroup.path, unexplained, now))
-
-    def _local_before(self, path: str) -> int | None:
-        if len(self._samples) < 2:
-            return None
-        for cgroup in self._samples[-2].cgroups:
-            if cgroup.path == path:
-                return cgroup.oom_kills_local
-        return None
+        if self._kmsg is None:  # group kills in children gone since: their double counts are in the parent
+            for path, count in _beyond_children(sample, self._hier_group_counts, previous_groups,
+                                                lambda c: c.oom_group_kills_local, self._sample_group_local,
+                                                vanished_groups).items():
+                self._group_debts.append(_GroupDebt(path, count, now))
+        for path, count in _beyond_children(sample, current, previous, lambda c: c.oom_kills_local,
+                                            self._sample_local, vanished_counted).items():
+            self._add_increment(path, count, now, {"counter"}, vanished=True)
 
     def tick(self) -> list[OomEvent]:
         """Called every few tens of ms: emit what waited long enough (quiet log blocks, unexplained counters)."""
