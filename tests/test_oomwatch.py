@@ -73,6 +73,14 @@ def watcher_for(host: FakeHost, kmsg: Kmsg | None, clock: Clock) -> tuple[OomWat
     return watcher, collector
 
 
+def started(host: FakeHost, kmsg: Kmsg | None) -> tuple[Clock, FakeHost, OomWatcher, Collector]:
+    """A watcher over ``host`` that has taken its first sample (the baseline of every counter)."""
+    clock = Clock()
+    watcher, collector = watcher_for(host, kmsg, clock)
+    watcher.on_sample(collector.sample())
+    return clock, host, watcher, collector
+
+
 def test_history_from_the_ring_buffer(tmp_path: Path, kmsg: Kmsg) -> None:
     kmsg.send(["unrelated boot message", *block(), "later unrelated message"])
     watcher, collector = watcher_for(host_with_container(tmp_path), kmsg, Clock())
@@ -125,10 +133,7 @@ def test_counter_only_without_kernel_log(tmp_path: Path) -> None:
 
 
 def test_counter_waits_for_the_log_then_merges(tmp_path: Path, kmsg: Kmsg) -> None:
-    clock = Clock()
-    host = host_with_container(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path), kmsg)
     host.set_file(CONTAINER, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
     clock.now += 0.1
     assert watcher.on_sample(collector.sample()) == []  # within the grace period: the log may still come
@@ -143,10 +148,7 @@ def test_counter_waits_for_the_log_then_merges(tmp_path: Path, kmsg: Kmsg) -> No
 
 
 def test_burst_of_kills_each_reported_once(tmp_path: Path, kmsg: Kmsg) -> None:
-    clock = Clock()
-    host = host_with_container(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path), kmsg)
     events = []
     for n in range(20):
         kmsg.send(block(pid=5000 + 2 * n), start_us=600_000_000 + n * 1000)
@@ -160,10 +162,7 @@ def test_burst_of_kills_each_reported_once(tmp_path: Path, kmsg: Kmsg) -> None:
 
 
 def test_v2_parent_counter_catches_a_vanished_child(tmp_path: Path, kmsg: Kmsg) -> None:
-    clock = Clock()
-    host = host_with_container(tmp_path, layout="v2")
-    watcher, collector = watcher_for(host, None, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
     pod = f"/kubepods/burstable/pod{POD}"
     host.remove_cgroup(CONTAINER)  # the container was killed and its cgroup removed before the next poll
     host.set_file(pod, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
@@ -201,10 +200,7 @@ def run_out(watcher: OomWatcher, clock: Clock, seconds: float = 2.0, step: float
 
 def test_headless_report_after_its_increment_is_placed_by_it(tmp_path: Path, kmsg: Kmsg) -> None:
     """The counter moved (a sample saw it) before the log said who died; one kill on each side: the same kill."""
-    clock = Clock()
-    host = host_with_container(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path), kmsg)
     kills(host, CONTAINER, 1)
     events = watcher.on_sample(collector.sample())
     clock.now += 0.01
@@ -220,10 +216,7 @@ def test_headless_report_after_its_increment_is_placed_by_it(tmp_path: Path, kms
 def test_two_headless_reports_stay_unplaced_and_are_counted_once(tmp_path: Path, kmsg: Kmsg) -> None:
     """Two reports without cgroups and two increments: which is whose is not known, so no pod is guessed, and the
     increments are not reported again as kills of their own."""
-    clock = Clock()
-    host = two_containers(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(two_containers(tmp_path), kmsg)
     kills(host, CONTAINER, 1)
     kills(host, OTHER, 1)
     events = watcher.on_sample(collector.sample())
@@ -236,10 +229,7 @@ def test_two_headless_reports_stay_unplaced_and_are_counted_once(tmp_path: Path,
 
 def test_increment_after_an_unplaced_report_is_not_a_second_kill(tmp_path: Path, kmsg: Kmsg) -> None:
     """The report is emitted unplaced first; its kill's increment shows only at the next poll."""
-    clock = Clock()
-    host = host_with_container(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path), kmsg)
     kmsg.send(headless(7777))
     events = watcher.on_kmsg() + run_out(watcher, clock, 0.2)
     assert [event.task_cgroup for event in events] == [None]
@@ -250,10 +240,7 @@ def test_increment_after_an_unplaced_report_is_not_a_second_kill(tmp_path: Path,
 
 def test_increment_beside_a_placed_report_is_its_own_kill(tmp_path: Path, kmsg: Kmsg) -> None:
     """A full report explains its own cgroup's increment only; another cgroup's increment is another kill."""
-    clock = Clock()
-    host = two_containers(tmp_path)
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(two_containers(tmp_path), kmsg)
     kmsg.send(block())
     kills(host, CONTAINER, 1)
     kills(host, OTHER, 1)
@@ -269,10 +256,7 @@ def events_file(oom_kill: int, group_kill: int) -> str:
 
 
 def test_group_kill_without_log_counts_each_task_once(tmp_path: Path) -> None:
-    clock = Clock()
-    host = host_with_container(tmp_path, layout="v2")
-    watcher, collector = watcher_for(host, None, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
     host.set_file(CONTAINER, "memory.events.local", events_file(3, 1))  # two tasks killed, the first counted twice
     host.set_file(CONTAINER, "memory.events", events_file(3, 1))
     events = watcher.on_sample(collector.sample()) + run_out(watcher, clock)
@@ -281,10 +265,7 @@ def test_group_kill_without_log_counts_each_task_once(tmp_path: Path) -> None:
 
 
 def test_group_kill_in_a_vanished_child_counts_each_task_once(tmp_path: Path) -> None:
-    clock = Clock()
-    host = host_with_container(tmp_path, layout="v2")
-    watcher, collector = watcher_for(host, None, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
     pod = f"/kubepods/burstable/pod{POD}"
     host.remove_cgroup(CONTAINER)
     host.set_file(pod, "memory.events", events_file(3, 1))
@@ -294,10 +275,7 @@ def test_group_kill_in_a_vanished_child_counts_each_task_once(tmp_path: Path) ->
 
 def test_plain_kills_beside_a_group_kill_are_all_counted(tmp_path: Path) -> None:
     """A group kill's correction takes one count per group kill, never a kill of its own."""
-    clock = Clock()
-    host = host_with_container(tmp_path, layout="v2")
-    watcher, collector = watcher_for(host, None, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
     host.set_file(CONTAINER, "memory.events.local", events_file(1, 1))  # the victim's mm was gone: counted once
     host.set_file(CONTAINER, "memory.events", events_file(1, 1))
     events = watcher.on_sample(collector.sample()) + run_out(watcher, clock)
@@ -334,10 +312,7 @@ def test_kill_right_after_start_is_named_from_a_new_bundle(tmp_path: Path, kmsg:
 def test_v2_parent_count_before_the_log_of_a_removed_child_is_one_kill(tmp_path: Path, kmsg: Kmsg) -> None:
     """The container was removed right after its kill and a poll saw the pod's counter move before the log's
     report was read: the report explains the pod's increment."""
-    clock = Clock()
-    host = host_with_container(tmp_path, layout="v2")
-    watcher, collector = watcher_for(host, kmsg, clock)
-    watcher.on_sample(collector.sample())
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), kmsg)
     pod = f"/kubepods/burstable/pod{POD}"
     host.remove_cgroup(CONTAINER)
     host.set_file(pod, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
