@@ -6,13 +6,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
 
 from oomtop import report
 from oomtop.model import Cgroup, Sample, Task
 from oomtop.report import View
 from oomtop.text import printable
-from oomtop.ui.cells import BAR_CELLS, Layout, headroom_bar, render_row
+from oomtop.ui.cells import BAR_CELLS, Layout, Line, Palette, headroom_bar, render_row
 from oomtop.ui.details import details_text
 from oomtop.ui.events import event_line
 from oomtop.ui.history import History, time_to_limit
@@ -147,12 +150,17 @@ def test_history_keeps_one_point_per_second_at_ten_hertz() -> None:
     assert history.values(task_key(_task(0)))[-1] == 299 * MiB
 
 
+def _bar(usage: int, working_set: int, limit: int | None, high: int | None) -> str:
+    line = Line()
+    headroom_bar(line, usage, working_set, limit, high, Palette({}))
+    return line.plain
+
+
 def test_headroom_bar_shows_working_set_cache_high_and_no_limit() -> None:
-    styles: dict[str, Style] = {}
-    bar = headroom_bar(usage=90 * MiB, working_set=50 * MiB, limit=100 * MiB, high=80 * MiB, styles=styles)
-    assert bar.plain == "█████▒▒▒│·  90%"  # the high mark sits in the cell where 80 % begins
-    assert headroom_bar(usage=90, working_set=90, limit=None, high=None, styles=styles).plain.strip() == "no limit"
-    full = headroom_bar(usage=300, working_set=300, limit=100, high=None, styles=styles).plain
+    bar = _bar(usage=90 * MiB, working_set=50 * MiB, limit=100 * MiB, high=80 * MiB)
+    assert bar == "█████▒▒▒│·  90%"  # the high mark sits in the cell where 80 % begins
+    assert _bar(usage=90, working_set=90, limit=None, high=None).strip() == "no limit"
+    full = _bar(usage=300, working_set=300, limit=100, high=None)
     assert full.startswith("█" * BAR_CELLS) and full.endswith("300%")
 
 
@@ -162,10 +170,38 @@ def test_rows_render_to_exactly_the_width(tmp_path: Path) -> None:
     for width in (60, 80, 106, 160):
         layout = Layout.for_width(width)
         for row in rows:
-            assert render_row(row, layout, {}).cell_len == width
+            line = render_row(row, layout, Palette({}))
+            assert line.cells == width == sum(segment.cell_length for segment in line.segments(None))
+
+
+def test_lines_split_and_cut_as_rich_text_does() -> None:
+    """A Line gives the segments Rich's Text would: the screen (and every snapshot) stays the same to the byte."""
+    red, bold, base = Style(color="red"), Style(bold=True), Style(bgcolor="blue")
+    pieces: list[tuple[str, Style | None]] = [("ab", None), ("cd", None), ("ef", red), ("gh", red), ("ij", None),
+                                               ("宽字", bold), ("kl", None)]
+    for width, ellipsis in ((40, False), (11, False), (11, True), (9, True), (8, True), (13, True), (12, False)):
+        line, text = Line(), Text(no_wrap=True, end="")
+        for piece, style in pieces:
+            line.add(piece, None if style is None else base + style)
+            text.append(piece, style)
+        line.fit(width, ellipsis)
+        text.truncate(width, overflow="ellipsis" if ellipsis else None, pad=True)
+        expected = Strip(list(text.render(Console())), width).apply_style(base)
+        assert line.cells == width
+        assert list(Strip(line.segments(base), width)) == list(expected), (width, ellipsis)
 
 
 # --------------------------------------------------------------------------------------------- hostile text
+
+
+def _spans(line: Line) -> list[tuple[int, int, Style]]:
+    """(start, end, style) in characters of each styled piece."""
+    spans, at = [], 0
+    for text, style in zip(line.texts, line.styles, strict=True):
+        if style is not None:
+            spans.append((at, at + len(text), style))
+        at += len(text)
+    return spans
 
 
 def _benign(sample: Sample) -> Sample:
@@ -178,16 +214,16 @@ def test_hostile_names_change_nothing_but_their_own_cell(tmp_path: Path) -> None
     sample = collect(hostile_host(tmp_path))
     comms = {t.comm for t in sample.tasks}
     assert "\x1b[2Jwipe" in comms and "bad\\xff\\xfeutf8" in comms  # the reader turned bytes into \xNN
-    styles = {"victim": Style(color="red", bold=True), "dim": Style(dim=True), "pod": Style(bold=True)}
+    palette = Palette({"victim": Style(color="red", bold=True), "dim": Style(dim=True), "pod": Style(bold=True)})
     layout = Layout.for_width(140)
     hostile = build_rows(Ranking(View.of(sample)), TreeState(), expand_all=True)
     benign = build_rows(Ranking(View.of(_benign(sample))), TreeState(), expand_all=True)
     assert len(hostile) == len(benign)
     seen = set()
     for evil_row, good_row in zip(hostile, benign, strict=True):
-        evil, good = render_row(evil_row, layout, styles), render_row(good_row, layout, styles)
+        evil, good = render_row(evil_row, layout, palette), render_row(good_row, layout, palette)
         assert "\x1b" not in evil.plain and "\x07" not in evil.plain
-        assert not any(span.style and "link" in str(span.style) for span in evil.spans)
+        assert not any(style is not None and style.link for style in evil.styles)
         if evil_row.task is None:
             continue
         seen.add(evil_row.task.comm)
@@ -198,8 +234,8 @@ def test_hostile_names_change_nothing_but_their_own_cell(tmp_path: Path) -> None
         # for style
         assert evil.plain[:start] == good.plain[:start]
         assert evil.plain[start + len(label):] == good.plain[start + len(label):]
-        assert [(s.start, s.end, s.style) for s in evil.spans if s.end <= start or s.start >= start + len(label)] \
-            == [(s.start, s.end, s.style) for s in good.spans if s.end <= start or s.start >= start + len(label)]
+        assert [span for span in _spans(evil) if span[1] <= start or span[0] >= start + len(label)] \
+            == [span for span in _spans(good) if span[1] <= start or span[0] >= start + len(label)]
     assert seen == set(comms)
 
 

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from oomtop.ui.cells import STYLE_NAMES, Layout, heading, render_row
+from oomtop.ui.cells import STYLE_NAMES, Layout, Palette, heading, render_row
 from oomtop.ui.rows import Row, RowKey
 
 
@@ -93,6 +93,7 @@ class ProcessTree(ScrollView, can_focus=True):
         self.cursor_index = 0
         self._strips: dict[int, Strip] = {}
         self._styles: dict[str, Style] | None = None
+        self._palettes: dict[tuple[bool, bool], Palette] = {}
         self._layout: Layout | None = None
         self._base: Style | None = None
         self._by_row: dict[RowKey, tuple[tuple[object, ...], Strip]] = {}
@@ -248,6 +249,7 @@ class ProcessTree(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles = None
+        self._palettes.clear()
         self._base = None
         self._strips.clear()
         self._by_row.clear()
@@ -279,15 +281,25 @@ class ProcessTree(ScrollView, can_focus=True):
             self._layout = Layout.for_width(width)
         return self._layout
 
+    def palette(self, cursor: bool = False) -> Palette:
+        """The row styles over the widget's own (and, for the cursor row, the cursor's, focused or not)."""
+        key = (cursor, cursor and self.has_focus)
+        palette = self._palettes.get(key)
+        if palette is None:
+            under = self._base_style
+            if cursor:
+                under = under + self.get_component_rich_style("tree--cursor", partial=True)
+            palette = self._palettes[key] = Palette(self.styles_map, under)
+        return palette
+
     def render_line(self, y: int) -> Strip:
         layout = self.layout_now
-        base = self._base_style
         if y == 0:
-            segments = list(heading(layout, self.styles_map).render(self.app.console))
-            return Strip(segments, layout.width).apply_style(base)
+            palette = self.palette()
+            return Strip(heading(layout, palette).segments(palette.under), layout.width)
         index = round(self.scroll_y) + y - 1
         if not 0 <= index < len(self.rows):
-            return Strip.blank(layout.width, base)
+            return Strip.blank(layout.width, self._base_style)
         strip = self._strips.get(index)
         if strip is None:
             row = self.rows[index]
@@ -299,10 +311,8 @@ class ProcessTree(ScrollView, can_focus=True):
             if previous is not None and previous[0] == signature:
                 strip = previous[1]
             else:
-                text = render_row(row, layout, self.styles_map)
-                if cursor:
-                    text.style = self.get_component_rich_style("tree--cursor", partial=True)
-                strip = Strip(list(text.render(self.app.console)), layout.width).apply_style(base)
+                palette = self.palette(cursor)
+                strip = Strip(render_row(row, layout, palette).segments(palette.under), layout.width)
             self._strips[index] = strip
             self._by_row[row.key] = (signature, strip)
         return strip
