@@ -8,8 +8,10 @@ the predicted victim is the one the kernel will pick.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import NamedTuple
 
 from oomtop.model import Cgroup, QosClass, Sample, Task
 
@@ -29,15 +31,20 @@ def c_div(numerator: int, denominator: int) -> int:
     return quotient if (numerator >= 0) == (denominator > 0) else -quotient
 
 
+def base_points(task: Task, page_size: int) -> int | None:
+    """``oom_badness()`` before the adj bias: rss + swap entries + page-table pages; None when never picked."""
+    if task.oom_score_adj == OOM_SCORE_ADJ_MIN or not task.has_memory or task.pid == 1:
+        return None
+    return (task.rss_bytes + task.swap_bytes) // page_size + task.pgtables_bytes // page_size
+
+
 def badness_points(task: Task, totalpages: int, page_size: int) -> int | None:
     """``oom_badness()``: pages the task would free plus its adj bias; None when the kernel never picks it.
 
     points = rss + swap entries + page-table pages, then ``adj * (totalpages / 1000)`` is added.
     """
-    if task.oom_score_adj == OOM_SCORE_ADJ_MIN or not task.has_memory or task.pid == 1:
-        return None
-    points = (task.rss_bytes + task.swap_bytes) // page_size + task.pgtables_bytes // page_size
-    return points + task.oom_score_adj * (totalpages // 1000)
+    points = base_points(task, page_size)
+    return None if points is None else points + task.oom_score_adj * (totalpages // 1000)
 
 
 def normalised_score(points: int, totalpages: int) -> int:
@@ -71,13 +78,20 @@ def global_totalpages(sample: Sample) -> int:
     return max(1, node.mem_total_bytes // node.page_size + node.swap_total_bytes // node.page_size)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A task as the kernel's scan sees it for one OOM domain."""
+class Candidate(NamedTuple):
+    """A task as the kernel's scan sees it for one OOM domain (a tuple: a Sample makes thousands of them)."""
 
     task: Task
     points: int
     score: int  # points * 1000 / totalpages of this domain
+
+
+class Eligible(NamedTuple):
+    """A task the kernel may pick, with the part of its badness that is the same in every domain."""
+
+    task: Task
+    base: int  # rss + swap + page-table pages
+    adj: int  # oom_score_adj
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +100,26 @@ class DomainVerdict:
 
     domain: str  # cgroup path, or "" for the node-wide (global) OOM
     totalpages: int
-    candidates: tuple[Candidate, ...]  # highest score first
     victim: Task | None  # None when nothing is killable (the kernel then reports no eligible task)
     group_path: str | None  # the memory.oom.group cgroup whose every task dies with the victim
     group_victims: tuple[Task, ...]  # everything killed: the victim alone, or the whole oom.group
+    eligible: Sequence[Eligible] = field(default=(), compare=False, repr=False)  # in the kernel's scan order
+    _ranked: tuple[Candidate, ...] | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every eligible task with its points and score, highest points first (ties in scan order).
+
+        Built when first asked for: a Sample has a verdict per limited cgroup, and only the ones a person
+        looks at (details, an explanation, the lab's report) need their whole table.
+        """
+        if self._ranked is None:
+            ranked = tuple(sorted(score_eligible(self.eligible, self.totalpages), key=_POINTS, reverse=True))
+            object.__setattr__(self, "_ranked", ranked)
+        return self._ranked  # type: ignore[return-value]
+
+
+_POINTS = itemgetter(1)
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate | None:
@@ -103,12 +133,42 @@ def choose(candidates: Sequence[Candidate]) -> Candidate | None:
 
 def score_tasks(tasks: Sequence[Task], totalpages: int, page_size: int) -> list[Candidate]:
     """Every eligible task with its points and normalised score, in the kernel's scan order."""
-    candidates = []
+    return score_eligible(eligible(tasks, page_size), totalpages)
+
+
+def eligible(tasks: Iterable[Task], page_size: int) -> list[Eligible]:
+    """The tasks the kernel may pick, in the given order, each with its base points."""
+    entries = []
     for task in tasks:
-        points = badness_points(task, totalpages, page_size)
+        points = base_points(task, page_size)
         if points is not None:
-            candidates.append(Candidate(task, points, normalised_score(points, totalpages)))
+            entries.append(Eligible(task, points, task.oom_score_adj))
+    return entries
+
+
+def score_eligible(entries: Iterable[Eligible], totalpages: int) -> list[Candidate]:
+    """Points and normalised score of each entry against a domain of ``totalpages``, in the entries' order."""
+    per_adj = totalpages // 1000
+    candidates: list[Candidate] = []
+    append = candidates.append
+    for task, base, adj in entries:
+        points = base + adj * per_adj
+        if totalpages <= 0:
+            score = 0
+        elif points >= 0:
+            score = points * 1000 // totalpages
+        else:  # C division truncates toward zero
+            score = -(-points * 1000 // totalpages)
+        append(Candidate(task, points, score))
     return candidates
+
+
+def scores_of(entries: Iterable[Eligible], totalpages: int) -> Iterable[tuple[tuple[int, int], int]]:
+    """(task key, normalised score) of each entry against a domain of ``totalpages``."""
+    per_adj = totalpages // 1000
+    for task, base, adj in entries:
+        points = (base + adj * per_adj) * 1000
+        yield (task.pid, task.start_ticks), (points // totalpages if points >= 0 else -(-points // totalpages))
 
 
 def oom_group_root(victim_cgroup: str, domain: str, oom_group: Mapping[str, bool]) -> str | None:
@@ -155,6 +215,9 @@ class SampleIndex:
         self.children = children
         self.tasks_by_cgroup = tasks_by_cgroup
         self.oom_group = {c.path: bool(c.oom_group) for c in sample.cgroups}
+        page_size = sample.node.page_size
+        self.eligible_by_cgroup = {path: eligible(tasks, page_size) for path, tasks in tasks_by_cgroup.items()}
+        self._subtree_eligible: dict[str, list[Eligible]] = {}
 
     def nearest_known_ancestor(self, path: str) -> str:
         """The closest proper ancestor of ``path`` that the Sample has ("/" at the latest)."""
@@ -175,6 +238,18 @@ class SampleIndex:
         return ordered
 
 
+    def subtree_eligible(self, path: str) -> list[Eligible]:
+        """The eligible tasks of :meth:`subtree_tasks`, in the same order: the cgroup's own, then each child's
+        subtree in turn (a pre-order walk), each list built once per Sample and shared with the parent's."""
+        entries = self._subtree_eligible.get(path)
+        if entries is None:
+            entries = list(self.eligible_by_cgroup.get(path, ()))
+            for child in self.children.get(path, ()):
+                entries += self.subtree_eligible(child)
+            self._subtree_eligible[path] = entries
+        return entries
+
+
 def verdict(index: SampleIndex, domain: str) -> DomainVerdict | None:
     """The kernel's choice for an OOM in ``domain`` (a cgroup path), or None when it has no limit."""
     sample = index.sample
@@ -184,35 +259,40 @@ def verdict(index: SampleIndex, domain: str) -> DomainVerdict | None:
     totalpages = memcg_totalpages(cgroup, sample.node.swap_total_bytes, sample.node.page_size)
     if totalpages is None:
         return None
-    return _verdict_over(index, domain, index.subtree_tasks(domain), totalpages)
+    return _verdict_over(index, domain, index.subtree_eligible(domain), totalpages)
 
 
 def global_verdict(index: SampleIndex) -> DomainVerdict:
     """The kernel's choice for a node-wide OOM: every process, scored against RAM + swap."""
-    sample = index.sample
-    ordered = sorted(sample.tasks, key=lambda task: (task.start_ticks, task.pid))
-    return _verdict_over(index, "", ordered, global_totalpages(sample))
+    entries = [entry for entries in index.eligible_by_cgroup.values() for entry in entries]
+    entries.sort(key=lambda entry: (entry.task.start_ticks, entry.task.pid))
+    return _verdict_over(index, "", entries, global_totalpages(index.sample))
 
 
-def _verdict_over(index: SampleIndex, domain: str, tasks: Sequence[Task], totalpages: int) -> DomainVerdict:
-    page_size = index.sample.node.page_size
-    candidates = score_tasks(tasks, totalpages, page_size)
-    chosen = choose(candidates)
-    ranked = tuple(sorted(candidates, key=lambda c: c.points, reverse=True))
+def choose_eligible(entries: Iterable[Eligible], totalpages: int) -> Eligible | None:
+    """:func:`choose` over the points of ``entries`` in this domain, without building a Candidate each."""
+    per_adj = totalpages // 1000
+    chosen: Eligible | None = None
+    best = 0
+    for entry in entries:
+        points = entry[1] + entry[2] * per_adj
+        if chosen is None or points >= best:
+            chosen, best = entry, points
+    return chosen
+
+
+def _verdict_over(index: SampleIndex, domain: str, entries: Sequence[Eligible], totalpages: int) -> DomainVerdict:
+    chosen = choose_eligible(entries, totalpages)
     if chosen is None:
-        return DomainVerdict(domain, totalpages, ranked, None, None, ())
+        return DomainVerdict(domain, totalpages, None, None, (), entries)
     victim = chosen.task
     group_path = None
     if index.sample.node.cgroup_version == 2:
         group_path = oom_group_root(victim.cgroup, domain or "/", index.oom_group)
     if group_path is None:
-        return DomainVerdict(domain, totalpages, ranked, victim, None, (victim,))
-    members = tuple(
-        task
-        for task in index.subtree_tasks(group_path)
-        if task.oom_score_adj != OOM_SCORE_ADJ_MIN and task.pid != 1 and task.has_memory
-    )
-    return DomainVerdict(domain, totalpages, ranked, victim, group_path, members)
+        return DomainVerdict(domain, totalpages, victim, None, (victim,), entries)
+    members = tuple(entry.task for entry in index.subtree_eligible(group_path))
+    return DomainVerdict(domain, totalpages, victim, group_path, members, entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,17 +326,15 @@ def predict(sample: Sample) -> Prediction:
             if ancestor in nearest:
                 nearest[path] = nearest[ancestor]
     memcg_score: dict[tuple[int, int], int] = {}
-    for task in sample.tasks:
-        domain = nearest.get(task.cgroup)
+    node = sample.node
+    for path, entries in index.eligible_by_cgroup.items():
+        domain = nearest.get(path)
         if domain is None:
             continue
-        cgroup = index.cgroups[domain]
-        totalpages = memcg_totalpages(cgroup, sample.node.swap_total_bytes, sample.node.page_size)
+        totalpages = memcg_totalpages(index.cgroups[domain], node.swap_total_bytes, node.page_size)
         if totalpages is None:
             continue
-        points = badness_points(task, totalpages, sample.node.page_size)
-        if points is not None:
-            memcg_score[task.key] = normalised_score(points, totalpages)
+        memcg_score.update(scores_of(entries, totalpages))
     return Prediction(by_domain, global_verdict(index), memcg_score, nearest)
 
 

@@ -7,11 +7,13 @@ the UI shows.  Ordering is by kill likelihood: siblings nearest their limit firs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from oomtop.model import Cgroup, CgroupKind, QosClass, Sample, Task
-from oomtop.rank import Prediction, expected_kubelet_adj, implied_request_range, predict
+from oomtop.rank import (
+    Prediction, badness_points, expected_kubelet_adj, implied_request_range, normalised_score, predict,
+)
 from oomtop.text import format_bytes, printable, truncate
 
 BAR_WIDTH = 10
@@ -26,15 +28,6 @@ class View:
     by_path: dict[str, Cgroup]
     children: dict[str, list[str]]
     tasks_by_cgroup: dict[str, list[Task]]
-    node_scores: dict[tuple[int, int], int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # task key -> score in the node-wide domain, for tasks no limit covers (one dict, not a scan per task)
-        scores: dict[tuple[int, int], int] = {}
-        for candidate in self.prediction.node.candidates:
-            scores.setdefault(candidate.task.key, candidate.score)
-        object.__setattr__(self, "node_scores", scores)
-
     @classmethod
     def of(cls, sample: Sample) -> View:
         by_path = {cgroup.path: cgroup for cgroup in sample.cgroups}
@@ -62,8 +55,14 @@ class View:
         score = self.prediction.memcg_score.get(task.key)
         if score is not None:
             return score
-        node_score = self.node_scores.get(task.key)
+        node_score = self.node_score(task)
         return node_score if node_score is not None else -10**9
+
+    def node_score(self, task: Task) -> int | None:
+        """The task's score in a node-wide OOM; None when the kernel would never pick it."""
+        totalpages = self.prediction.node.totalpages
+        points = badness_points(task, totalpages, self.sample.node.page_size)
+        return None if points is None else normalised_score(points, totalpages)
 
     def ordered_children(self, path: str) -> list[Cgroup]:
         kids = [self.by_path[child] for child in self.children.get(path, ())]

@@ -170,7 +170,7 @@ def test_below_a_container_is_that_container(below: str) -> None:
     [
         f"/docker/{NODE}/kubepods",  # kind, cgroupfs
         f"/system.slice/docker-{NODE}.scope/kubepods",
-        f"/kubelet/kubepods",
+        "/kubelet/kubepods",
         "/a/b/c/kubepods",
     ],
 )

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from oomtop.model import Sample
 from oomtop.record.reader import Recording

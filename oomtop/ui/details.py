@@ -168,7 +168,7 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
         where = f" against {ranking.domain_name(domain_path)} ({format_bytes(domain.limit_bytes)})"
     _field(text, "oom", f"adj {task.oom_score_adj}  memcg score {'-' if score is None else score}{where}")
     _field(text, "node", f"oom_score {'-' if task.oom_score is None else task.oom_score} (kernel, node-wide)  "
-                         f"node score {view.node_scores.get(task.key, '-')}")
+                         f"node score {_or_dash(view.node_score(task))}")
     if not task.has_memory:
         _field(text, "", "no memory of its own (exiting): never picked", "dim")
     marks = []
@@ -256,3 +256,7 @@ class DetailsPane(VerticalScroll):
         else:
             label.update(Text("usage history: collecting…", end=""), layout=False)
             spark.display = False
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -97,7 +97,7 @@ def _second_line(state: HeaderState) -> Text:
         if victim is None:
             line.append("nothing killable")
         else:
-            score = view.node_scores.get(victim.key)
+            score = view.node_score(victim)
             line.append(f"{victim.pid} {printable(victim.comm)}", "bold")
             line.append(f" rss {format_bytes(victim.rss_bytes)} score {score}", "dim")
         line.append("  │  ", "dim")
