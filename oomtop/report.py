@@ -69,7 +69,19 @@ class View:
         return sorted(kids, key=lambda c: (-self.fill(c), -c.usage_bytes, c.path))
 
     def ordered_tasks(self, path: str) -> list[Task]:
-        return sorted(self.tasks_by_cgroup.get(path, ()), key=lambda t: (-self.task_score(t), -t.rss_bytes, t.pid))
+        """A cgroup's own processes, highest score first (then larger rss, then lower pid)."""
+        tasks = self.tasks_by_cgroup.get(path)
+        if not tasks:
+            return []
+        memcg_score = self.prediction.memcg_score
+
+        def order(task: Task) -> tuple[int, int, int]:  # task_score() inlined: one call per process per Sample
+            score = memcg_score.get((task.pid, task.start_ticks))
+            if score is None:
+                score = self.task_score(task)
+            return (-score, -(task.rss_anon_bytes + task.rss_file_bytes + task.rss_shmem_bytes), task.pid)
+
+        return sorted(tasks, key=order)
 
     def victim_domains(self, task: Task) -> list[str]:
         """The limited cgroups whose OOM would kill this task next."""
