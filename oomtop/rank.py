@@ -139,10 +139,12 @@ def score_tasks(tasks: Sequence[Task], totalpages: int, page_size: int) -> list[
 def eligible(tasks: Iterable[Task], page_size: int) -> list[Eligible]:
     """The tasks the kernel may pick, in the given order, each with its base points."""
     entries = []
-    for task in tasks:
-        points = base_points(task, page_size)
-        if points is not None:
-            entries.append(Eligible(task, points, task.oom_score_adj))
+    for task in tasks:  # base_points() inlined: every process, every Sample
+        adj = task.oom_score_adj
+        if adj == OOM_SCORE_ADJ_MIN or not task.has_memory or task.pid == 1:
+            continue
+        rss = task.rss_anon_bytes + task.rss_file_bytes + task.rss_shmem_bytes
+        entries.append(Eligible(task, (rss + task.swap_bytes) // page_size + task.pgtables_bytes // page_size, adj))
     return entries
 
 

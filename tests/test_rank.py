@@ -33,10 +33,14 @@ from oomtop.rank import (
     KUBELET_BURSTABLE_MAX_ADJ,
     KUBELET_BURSTABLE_MIN_ADJ,
     KUBELET_GUARANTEED_ADJ,
+    Candidate,
     SampleIndex,
     badness_points,
+    base_points,
     c_div,
     choose,
+    choose_eligible,
+    eligible,
     expected_kubelet_adj,
     global_totalpages,
     global_verdict,
@@ -48,6 +52,7 @@ from oomtop.rank import (
     predict,
     proc_oom_score,
     score_tasks,
+    scores_of,
     verdict,
 )
 
@@ -213,6 +218,34 @@ class TestBadnessPoints:
 
 
 # ------------------------------------------------------------------------------ C division and the scores
+
+
+class TestFastPathsMatchTheReference:
+    """The per-Sample loops (eligible, scores_of, choose_eligible) inline badness_points and normalised_score
+    for speed: on many random tasks and domain sizes they give exactly what the reference functions give."""
+
+    def test_over_random_tasks_and_domains(self):
+        rng = random.Random(4)
+        for _ in range(40):
+            tasks = [
+                task(pid, rss_pages=rng.randrange(0, 300_000), adj=rng.choice([-1000, -999, -997, -500, 0, 3, 999, 1000]),
+                     file_pages=0, swap_pages=rng.randrange(0, 5_000), pgtables_bytes=rng.randrange(0, 10 * PAGE),
+                     has_memory=rng.random() > 0.05, page_size=PAGE)
+                for pid in rng.sample(range(1, 60), rng.randrange(0, 12))
+            ]
+            totalpages = rng.choice([1, 999, 1000, 4097, 262144, 4194304])
+            entries = eligible(tasks, PAGE)
+            assert [e.task for e in entries] == [t for t in tasks if badness_points(t, totalpages, PAGE) is not None]
+            assert [e.base for e in entries] == [base_points(e.task, PAGE) for e in entries]
+            reference = score_tasks(tasks, totalpages, PAGE)
+            assert reference == [
+                Candidate(t, p, normalised_score(p, totalpages))
+                for t in tasks if (p := badness_points(t, totalpages, PAGE)) is not None
+            ]
+            assert dict(scores_of(entries, totalpages)) == {c.task.key: c.score for c in reference}
+            chosen = choose(reference)
+            fast = choose_eligible(entries, totalpages)
+            assert (fast.task if fast else None) == (chosen.task if chosen else None)
 
 
 class TestCDivision:

@@ -11,7 +11,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from oomtop.model import Sample
-from oomtop.ui.rows import RowKey, cgroup_key, task_key
+from oomtop.ui.rows import RowKey, cgroup_key
 
 SPAN_S = 300.0
 RESOLUTION_S = 1.0
@@ -51,15 +51,27 @@ class History:
     def record(self, sample: Sample) -> None:
         t = sample.monotonic
         seen: set[RowKey] = set()
+        add = self._add
         for cgroup in sample.cgroups:
             key = cgroup_key(cgroup)
             if key in seen:
                 key = ("cgroup", cgroup.path)
-            self._add(key, t, cgroup.usage_bytes)
+            add(key, t, cgroup.usage_bytes)
             seen.add(key)
+        # every process, every Sample: the per-task work of _add() inlined
+        series_of, latest, resolution_s, capacity = self._series, self._latest, self.resolution_s, self._capacity
         for task in sample.tasks:
-            key = task_key(task)
-            self._add(key, t, task.rss_bytes)
+            key = ("task", task.pid, task.start_ticks)  # task_key()
+            value = task.rss_anon_bytes + task.rss_file_bytes + task.rss_shmem_bytes
+            series = series_of.get(key)
+            if series is None:
+                series = series_of[key] = Series()
+            times = series.times
+            if len(times) > 1 and t - times[-1] < resolution_s:
+                series.values[-1] = value  # still inside the open bucket (Series.add)
+            else:
+                series.add(t, value, resolution_s, capacity)
+            latest[key] = (t, value)
             seen.add(key)
         if len(self._series) > len(seen):  # forget what is gone (exited processes, removed cgroups)
             for key in [k for k in self._series if k not in seen]:
