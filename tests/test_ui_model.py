@@ -19,7 +19,9 @@ from oomtop.ui.cells import BAR_CELLS, Layout, Line, Palette, headroom_bar, rend
 from oomtop.ui.details import details_text
 from oomtop.ui.events import event_line
 from oomtop.ui.history import History, time_to_limit
-from oomtop.ui.rows import OTHER_KEY, Ranking, RowKind, SortKey, TreeState, build_rows, cgroup_key, task_key
+from oomtop.ui.rows import (
+    OTHER_KEY, Ranking, RowKind, SortKey, TreeState, build_rows, cgroup_key, task_key, visible_rows,
+)
 from tests.ui_fixtures import (
     CID_WEB, MiB, collect, hostile_host, kill_event, kube_host, plain_host, synthetic_sample,
 )
@@ -96,6 +98,21 @@ def test_filter_keeps_matches_with_their_ancestors(tmp_path: Path) -> None:
     kubelet = build_rows(ranking, TreeState(filter_text="kubelet"))  # inside the collapsed system.slice
     assert [row.label for row in kubelet][-2:] == ["kubelet.service", "801 kubelet"]
     assert build_rows(ranking, TreeState(filter_text="no such thing")) == []
+
+
+def test_lazy_rows_are_the_rows_built_in_full(tmp_path: Path) -> None:
+    """The tree gets process rows built on demand: the same rows, in any access order, and the same keys."""
+    sample = collect(kube_host(tmp_path, "v1"))
+    ranking = Ranking(View.of(sample))
+    for state in (TreeState(), TreeState(filter_text="java"), TreeState(filter_text="kube"),
+                  TreeState(expanded={OTHER_KEY: False}), TreeState(sort=SortKey.NAME)):
+        full = build_rows(ranking, state)
+        lazy = visible_rows(ranking, state)
+        assert lazy.keys() == [row.key for row in full]
+        assert [lazy[i] for i in reversed(range(len(lazy)))] == full[::-1]
+        assert lazy[2:5] == full[2:5] and list(lazy) == full
+    assert list(visible_rows(ranking, TreeState(), expand_all=True)) == build_rows(ranking, TreeState(), True)
+    assert any(row.kind is RowKind.TASK for row in full)
 
 
 def test_keys_are_identities_not_positions(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ from oomtop.ui.header import HeaderState, NodeHeader
 from oomtop.ui.help import HelpScreen
 from oomtop.ui.history import History
 from oomtop.ui.notices import NoticeBar, means_no_root, warning_key
-from oomtop.ui.rows import Ranking, Row, RowKey, TreeState, ancestors, build_rows, task_key, victim_keys
+from oomtop.ui.rows import (
+    Ranking, Row, RowKey, TreeState, ancestors, build_rows, task_key, victim_keys, visible_rows,
+)
 from oomtop.ui.themes import DEFAULT_THEME, Catalogue, discover, to_textual, variable_defaults
 from oomtop.ui.timeline import GotoScreen, Timeline
 from oomtop.ui.tree import ProcessTree
@@ -268,7 +270,7 @@ class OomtopApp(App[None]):
         """Rows from the View on screen and the user's state; the tree keeps its cursor by key."""
         if self.ranking is None:
             return
-        self.process_tree.set_rows(build_rows(self.ranking, self.state))
+        self.process_tree.set_rows(visible_rows(self.ranking, self.state))
         self._refresh_header()
         self._refresh_details()
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 from enum import Enum
 
 from oomtop.model import Cgroup, CgroupKind, Task
@@ -175,7 +175,17 @@ def _task_label(pid: int, comm: str) -> str:
     return f"{pid} {printable(comm)}"
 
 
+#: a process row not built yet: (task, depth, parent key, matched)
+_Pending = tuple[Task, int, RowKey, bool]
+
+
 class _Builder:
+    """Walks the View once, appending rows in display order to ``out``.
+
+    Process rows (the bulk: a thousand on a busy node) are appended as :data:`_Pending` tuples and become
+    :class:`Row` values only when something looks at them (:class:`Rows`): the tree paints fifty.
+    """
+
     def __init__(self, ranking: Ranking, state: TreeState, expand_all: bool) -> None:
         self.ranking = ranking
         self.state = state
@@ -185,6 +195,8 @@ class _Builder:
         self.victim_domains = ranking.victim_domains
         self.node_victim_key = ranking.node_victim_key
         self.memcg_score = ranking.view.prediction.memcg_score
+        self.out: list[Row | _Pending] = []
+        self.hits = 0  # rows in ``out`` that match the filter themselves
 
     def unique(self, key: RowKey, cgroup: Cgroup) -> RowKey:
         if key in self.seen:  # two cgroups claiming one id (a nested runtime): fall back to the path
@@ -196,7 +208,6 @@ class _Builder:
         return self.expand_all or self.state.expanded.get(key, default)
 
     def task_row(self, task: Task, depth: int, parent: RowKey, matched: bool) -> Row:
-        # The hottest function of a repaint (one call per process row): look-ups hoisted, labels cached.
         pid, start = task.pid, task.start_ticks
         tkey = (pid, start)
         domains = self.victim_domains.get(tkey)
@@ -206,114 +217,182 @@ class _Builder:
             tkey == self.node_victim_key, self.memcg_score.get(tkey),
         )
 
-    def subtree(self, cgroup: Cgroup, depth: int, parent: RowKey | None, inherited: bool, in_other: bool) -> list[Row]:
-        """This cgroup's row and, when expanded, its processes and children; [] when the filter hides it all."""
-        ranking, sort = self.ranking, self.state.sort
+    def built(self, item: Row | _Pending) -> Row:
+        return item if type(item) is Row else self.task_row(*item)  # type: ignore[arg-type]
+
+    def add_tasks(self, tasks: list[Task], depth: int, parent: RowKey, matched: bool) -> None:
+        """The processes of one cgroup (those the filter keeps), pending."""
+        out, needle = self.out, self.needle
+        if not needle:
+            out.extend([(task, depth, parent, False) for task in tasks])
+            return
+        for task in tasks:
+            hit = needle in _task_text(task)
+            if matched or hit:
+                out.append((task, depth, parent, hit))
+                self.hits += hit
+
+    def close(self, at: int, row: Row) -> None:
+        """Put a cgroup's own row at ``at``; without expansion its rows below go again."""
+        self.out[at] = row
+        self.hits += row.matched
+        if not row.expanded:
+            del self.out[at + 1:]
+
+    def subtree(self, cgroup: Cgroup, depth: int, parent: RowKey | None, inherited: bool, in_other: bool) -> None:
+        """This cgroup's row and, when expanded, its processes and children; nothing when the filter hides it all."""
+        ranking, sort, needle, out = self.ranking, self.state.sort, self.needle, self.out
         key = self.unique(cgroup_key(cgroup), cgroup)
-        self_match = bool(self.needle) and self.needle in _cgroup_text(cgroup)
-        matched = inherited or self_match or not self.needle
+        self_match = bool(needle) and needle in _cgroup_text(cgroup)
+        matched = inherited or self_match or not needle
         tasks = ranking.tasks(cgroup.path, sort)
         kids = ranking.children(cgroup.path, sort)
         expandable = bool(tasks or kids)
         expanded = self.is_expanded(key, not in_other)
-        inner: list[Row] = []
-        if expanded or self.needle:
-            for task in tasks:
-                hit = bool(self.needle) and self.needle in _task_text(task)
-                if matched or hit:
-                    inner.append(self.task_row(task, depth + 1, key, hit))
+        at, hits_before = len(out), self.hits
+        out.append(None)  # type: ignore[arg-type]  # this cgroup's row, once its inner rows are known
+        if expanded or needle:
+            self.add_tasks(tasks, depth + 1, key, matched)
             for kid in kids:
-                inner.extend(self.subtree(kid, depth + 1, key, matched and bool(self.needle), in_other))
-        if self.needle and not matched and not inner:
-            return []
-        if self.needle and any(row.matched for row in inner):
+                self.subtree(kid, depth + 1, key, matched and bool(needle), in_other)
+        if needle and not matched and len(out) == at + 1:
+            del out[at:]
+            return
+        if needle and self.hits > hits_before:
             expanded = True  # opened to show what matched below (not remembered)
-        row = Row(
+        self.close(at, Row(
             key=key, kind=RowKind.CGROUP, depth=depth, parent=parent, cgroup=cgroup,
             label=printable(cgroup_label(cgroup)), expandable=expandable, expanded=expandable and expanded,
             matched=self_match,
-        )
-        return [row, *inner] if expanded else [row]
+        ))
 
-    def root(self, root: Cgroup) -> list[Row]:
+    def root(self, root: Cgroup) -> None:
         """The node row: its own processes, kubepods, and (on a Kubernetes node) the other cgroups grouped."""
-        ranking, sort = self.ranking, self.state.sort
+        ranking, sort, needle, out = self.ranking, self.state.sort, self.needle, self.out
         key = self.unique(cgroup_key(root), root)
-        self_match = bool(self.needle) and self.needle in _cgroup_text(root)
-        matched = self_match or not self.needle
+        self_match = bool(needle) and needle in _cgroup_text(root)
+        matched = self_match or not needle
         tasks = ranking.tasks(root.path, sort)
         kids = ranking.children(root.path, sort)
         expanded = self.is_expanded(key, True)
-        inner: list[Row] = []
-        if expanded or self.needle:
-            for task in tasks:
-                if matched or self.needle in _task_text(task):
-                    inner.append(self.task_row(task, 1, key, bool(self.needle) and self.needle in _task_text(task)))
+        at, hits_before = len(out), self.hits
+        out.append(None)  # type: ignore[arg-type]
+        if expanded or needle:
+            self.add_tasks(tasks, 1, key, matched)
             if ranking.has_kubepods:
-                inner.extend(self.grouped(kids, key, self_match))
+                self.grouped(kids, key, self_match)
             else:
                 for kid in kids:
-                    inner.extend(self.subtree(kid, 1, key, self_match, False))
-        if self.needle and any(row.matched for row in inner):
+                    self.subtree(kid, 1, key, self_match, False)
+        if needle and self.hits > hits_before:
             expanded = True
-        row = Row(
+        if needle and not matched and len(out) == at + 1:
+            del out[at:]
+            return
+        self.close(at, Row(
             key=key, kind=RowKind.CGROUP, depth=0, cgroup=root, label=printable(cgroup_label(root)),
             expandable=bool(tasks or kids), expanded=bool(tasks or kids) and expanded, matched=self_match,
-        )
-        if self.needle and not matched and not inner:
-            return []
-        return [row, *inner] if expanded else [row]
+        ))
 
-    def grouped(self, kids: list[Cgroup], parent: RowKey, inherited: bool) -> list[Row]:
+    def grouped(self, kids: list[Cgroup], parent: RowKey, inherited: bool) -> None:
         """kubepods in place, the node's other cgroups under one collapsible row where the first of them ranks."""
         others = [kid for kid in kids if kid.identity.kind is not CgroupKind.KUBEPODS]
-        rows: list[Row] = []
         placed = False
         for kid in kids:
             if kid.identity.kind is CgroupKind.KUBEPODS:
-                rows.extend(self.subtree(kid, 1, parent, inherited, False))
+                self.subtree(kid, 1, parent, inherited, False)
             elif not placed:
                 placed = True
-                rows.extend(self.other_group(others, parent, inherited))
-        return rows
+                self.other_group(others, parent, inherited)
 
-    def other_group(self, others: list[Cgroup], parent: RowKey, inherited: bool) -> list[Row]:
+    def other_group(self, others: list[Cgroup], parent: RowKey, inherited: bool) -> None:
+        needle, out = self.needle, self.out
         expanded = self.is_expanded(OTHER_KEY, True)
-        inner: list[Row] = []
-        if expanded or self.needle:
+        at, hits_before = len(out), self.hits
+        out.append(None)  # type: ignore[arg-type]
+        if expanded or needle:
             for kid in others:
-                inner.extend(self.subtree(kid, 2, OTHER_KEY, inherited, True))
-        if self.needle and not inherited and not inner:
-            return []
-        if self.needle and any(row.matched for row in inner):
+                self.subtree(kid, 2, OTHER_KEY, inherited, True)
+        if needle and not inherited and len(out) == at + 1:
+            del out[at:]
+            return
+        if needle and self.hits > hits_before:
             expanded = True
-        row = Row(
+        self.close(at, Row(
             key=OTHER_KEY, kind=RowKind.GROUP, depth=1, parent=parent, label="other cgroups",
             expandable=True, expanded=expanded, group_usage_bytes=sum(c.usage_bytes for c in others),
             group_size=len(others),
-        )
-        return [row, *inner] if expanded else [row]
+        ))
 
 
-def build_rows(ranking: Ranking, state: TreeState, expand_all: bool = False) -> list[Row]:
-    """The visible rows, top to bottom.  ``expand_all`` ignores collapsed state (to find hidden victims)."""
+class Rows(Sequence[Row]):
+    """The visible rows, top to bottom; a process row is built the first time it is looked at.
+
+    Indexing, iteration and :meth:`keys` (every row's key, without building the rows) are what the tree
+    needs; the list is never changed after it is made.
+    """
+
+    __slots__ = ("_items", "_builder", "_keys")
+
+    def __init__(self, items: list[Row | _Pending], builder: _Builder | None = None) -> None:
+        self._items = items
+        self._builder = builder
+        self._keys: list[RowKey] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Row]: ...
+
+    def __getitem__(self, index: int | slice) -> Row | list[Row]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._items)))]
+        item = self._items[index]
+        if type(item) is not Row:
+            assert self._builder is not None
+            item = self._items[index] = self._builder.built(item)
+        return item  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[Row]:
+        for index in range(len(self._items)):
+            yield self[index]
+
+    def keys(self) -> list[RowKey]:
+        if self._keys is None:
+            self._keys = [
+                item.key if type(item) is Row else ("task", item[0].pid, item[0].start_ticks)  # type: ignore[union-attr]
+                for item in self._items
+            ]
+        return self._keys
+
+
+def visible_rows(ranking: Ranking, state: TreeState, expand_all: bool = False) -> Rows:
+    """The visible rows, top to bottom, process rows built on demand.  ``expand_all`` ignores collapsed
+    state (to find hidden victims)."""
     builder = _Builder(ranking, state, expand_all)
     view = ranking.view
     sample = view.sample
     if not sample.cgroups:  # no memory hierarchy: processes only, as ``--once`` lists them
         tasks = ranking.order_tasks(sorted(sample.tasks, key=lambda t: -t.rss_bytes), state.sort)
-        return [
-            builder.task_row(task, 0, NODE_KEY, bool(builder.needle))
-            for task in tasks
-            if not builder.needle or builder.needle in _task_text(task)
-        ]
-    rows: list[Row] = []
+        for task in tasks:
+            if not builder.needle or builder.needle in _task_text(task):
+                builder.out.append((task, 0, NODE_KEY, bool(builder.needle)))
+        return Rows(builder.out, builder)
     for root in (c for c in sample.cgroups if c.parent_path is None or c.parent_path not in view.by_path):
         if root.path == "/":
-            rows.extend(builder.root(root))
+            builder.root(root)
         else:
-            rows.extend(builder.subtree(root, 0, None, False, False))
-    return rows
+            builder.subtree(root, 0, None, False, False)
+    return Rows(builder.out, builder)
+
+
+def build_rows(ranking: Ranking, state: TreeState, expand_all: bool = False) -> list[Row]:
+    """:func:`visible_rows`, every row built."""
+    return list(visible_rows(ranking, state, expand_all))
 
 
 def victim_keys(rows: Iterable[Row]) -> list[RowKey]:

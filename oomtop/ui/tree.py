@@ -21,7 +21,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from oomtop.ui.cells import STYLE_NAMES, Layout, Palette, heading, render_row
-from oomtop.ui.rows import Row, RowKey
+from oomtop.ui.rows import Row, RowKey, Rows
 
 
 class ProcessTree(ScrollView, can_focus=True):
@@ -87,7 +87,7 @@ class ProcessTree(ScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.rows: list[Row] = []
+        self.rows: Rows = Rows([])
         self._index: dict[RowKey, int] = {}
         self.cursor_key: RowKey | None = None
         self.cursor_index = 0
@@ -107,8 +107,8 @@ class ProcessTree(ScrollView, can_focus=True):
         """Replace the rows; the cursor stays on its key (or its nearest surviving ancestor)."""
         old_key, old_index = self.cursor_key, self.cursor_index
         old_parents = self._parent_chain(old_key)
-        self.rows = list(rows)
-        self._index = {row.key: i for i, row in enumerate(self.rows)}
+        self.rows = rows if isinstance(rows, Rows) else Rows(list(rows))
+        self._index = {key: i for i, key in enumerate(self.rows.keys())}
         self._strips.clear()
         if len(self._by_row) > 2 * len(self.rows) + 64:  # keys of rows long gone
             self._by_row = {k: v for k, v in self._by_row.items() if k in self._index}
