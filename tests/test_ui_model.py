@@ -276,3 +276,24 @@ def test_hostile_pod_names_are_plain_in_labels_details_and_events(tmp_path: Path
     line = event_line(event)
     assert "\\x1b[2Jwipe" in line.plain and "\x1b" not in line.plain
     assert "[red]pod\\x1b]8;;x\\x07" in line.plain
+
+
+def test_fast_sparkline_draws_what_textuals_draws() -> None:
+    """The details sparkline computes each bar once; its segments are Textual's own, bar for bar."""
+    import random
+
+    from rich.color import Color
+    from textual.renderables.sparkline import Sparkline as TextualSparkline
+
+    from oomtop.ui.sparkline import FastSparklineRenderable
+
+    rng = random.Random(7)
+    console = Console(width=120)
+    low, high = Color.from_rgb(10, 200, 30), Color.from_rgb(220, 20, 20)
+    for _ in range(60):
+        data = [rng.choice([rng.random() * 2**30, 5.0]) for _ in range(rng.choice([0, 1, 2, 3, 7, 50, 300, 301]))]
+        width, height = rng.choice([1, 5, 37, 56, 80]), rng.choice([1, 2, 3])
+        options = console.options.update(width=width)
+        ours = FastSparklineRenderable(data, width=width, height=height, min_color=low, max_color=high)
+        theirs = TextualSparkline(data, width=width, height=height, min_color=low, max_color=high)
+        assert list(ours.__rich_console__(console, options)) == list(theirs.__rich_console__(console, options))

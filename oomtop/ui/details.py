@@ -16,6 +16,7 @@ from oomtop.report import qos_adj
 from oomtop.text import format_bytes, printable
 from oomtop.ui.history import History, time_to_limit
 from oomtop.ui.rows import Ranking, Row, RowKey, RowKind, cgroup_key, task_key
+from oomtop.ui.sparkline import UsageSparkline
 
 
 def duration(seconds: float) -> str:
@@ -226,7 +227,7 @@ class DetailsPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(id="details-text")
         yield Static(id="details-spark-label")
-        yield Sparkline([], id="details-spark")
+        yield UsageSparkline([], id="details-spark")
 
     def on_mount(self) -> None:
         self.border_title = "details"

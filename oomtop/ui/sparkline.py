@@ -1,0 +1,86 @@
+"""The details pane's usage sparkline: Textual's ``Sparkline``, drawn with a fraction of the work.
+
+Textual's renderable recomputes every bar once per line (the bucket's summary, its colour blend and a new
+Style) and partitions the data with ``Fraction`` arithmetic; with five minutes of history that was 1.4 ms of
+each repaint, ten times a second.  :class:`FastSparklineRenderable` computes each bar once and yields exactly
+the segments Textual's does (the same characters, colours and order), so the screen is unchanged to the byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
+from rich.style import Style
+from textual.renderables._blend_colors import blend_colors
+from textual.renderables.sparkline import Sparkline as SparklineRenderable
+from textual.widgets import Sparkline
+
+
+class FastSparklineRenderable(SparklineRenderable[float]):
+    """Textual's sparkline renderable with each bar's summary, height and style computed once."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        data = self.data
+        if len(data) < 2:  # the special cases, as Textual draws them
+            yield from super().__rich_console__(console, options)
+            return
+        width = self.width or options.max_width
+        height = self.height or 1
+        per_line = len(self.BARS)
+        bar_segments = per_line * height - 1
+        minimum, maximum = min(data), max(data)
+        extent = maximum - minimum or 1
+        min_color, max_color = self.min_color.color, self.max_color.color
+        assert min_color is not None and max_color is not None
+        buckets = _buckets(data, width)
+        # Which bucket each bar shows: the float walk Textual's loop makes, step for step.
+        step = len(buckets) / width
+        bars: list[tuple[int, Style]] = []
+        styles: dict[float, Style] = {}
+        bucket_index = 0.0
+        for _ in range(width):
+            ratio = (self.summary_function(buckets[int(bucket_index)]) - minimum) / extent
+            style = styles.get(ratio)
+            if style is None:
+                style = styles[ratio] = Style.from_color(blend_colors(min_color, max_color, ratio))
+            bars.append((int(ratio * bar_segments), style))
+            bucket_index += step
+        for line in reversed(range(height)):
+            low, high = line * per_line, (line + 1) * per_line
+            for bar_index, style in bars:
+                if bar_index < low:
+                    yield Segment(" ", None)
+                elif bar_index >= high:
+                    yield Segment("█", style)
+                else:
+                    yield Segment(self.BARS[bar_index % per_line], style)
+            if line > 0:
+                yield Segment.line()
+
+
+def _buckets(data: Sequence[float], count: int) -> list[Sequence[float]]:
+    """``SparklineRenderable._buckets`` in integer arithmetic: int(Fraction(n, count) * k) is n * k // count."""
+    n = len(data)
+    buckets = []
+    for k in range(count):
+        start, end = n * k // count, n * (k + 1) // count
+        if end > start:
+            buckets.append(data[start:end])
+    return buckets
+
+
+class UsageSparkline(Sparkline):
+    """``Sparkline`` drawn by :class:`FastSparklineRenderable` (same look, same CSS component classes)."""
+
+    def render(self) -> FastSparklineRenderable:  # type: ignore[override]
+        _, base = self.background_colors
+        min_color = base + (self.get_component_styles("sparkline--min-color").color
+                            if self.min_color is None else self.min_color)
+        max_color = base + (self.get_component_styles("sparkline--max-color").color
+                            if self.max_color is None else self.max_color)
+        return FastSparklineRenderable(
+            self.data or [], width=self.size.width, height=self.size.height,
+            min_color=min_color.rich_color, max_color=max_color.rich_color, summary_function=self.summary_function,
+        )
