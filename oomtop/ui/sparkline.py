@@ -9,12 +9,14 @@ the segments Textual's does (the same characters, colours and order), so the scr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 from textual.renderables._blend_colors import blend_colors
 from textual.renderables.sparkline import Sparkline as SparklineRenderable
+from textual.strip import Strip
 from textual.widgets import Sparkline
 
 
@@ -72,7 +74,16 @@ def _buckets(data: Sequence[float], count: int) -> list[Sequence[float]]:
 
 
 class UsageSparkline(Sparkline):
-    """``Sparkline`` drawn by :class:`FastSparklineRenderable` (same look, same CSS component classes)."""
+    """``Sparkline`` drawn by :class:`FastSparklineRenderable` through the line API (same look, same CSS).
+
+    A Rich renderable in a widget goes through Textual's general rendering path (a Visual, a styled console
+    render, line splitting) on every repaint: for two lines that was more than the bars themselves.  This
+    widget makes the same strips directly and keeps them until the data, size or colours change.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._drawn: tuple[tuple[object, ...], list[Strip]] | None = None
 
     def render(self) -> FastSparklineRenderable:  # type: ignore[override]
         _, base = self.background_colors
@@ -84,3 +95,20 @@ class UsageSparkline(Sparkline):
             self.data or [], width=self.size.width, height=self.size.height,
             min_color=min_color.rich_color, max_color=max_color.rich_color, summary_function=self.summary_function,
         )
+
+    def render_line(self, y: int) -> Strip:
+        base = self.visual_style.rich_style
+        width = self.size.width
+        renderable = self.render()
+        key = (tuple(self.data or ()), width, self.size.height, renderable.min_color, renderable.max_color, base)
+        if self._drawn is None or self._drawn[0] != key:
+            # what Textual's path does with the renderable: its style under every segment, cut into lines
+            console = self.app.console
+            segments = Segment.apply_style(
+                renderable.__rich_console__(console, console.options.update_width(width)), base,
+            )
+            lines = [Strip(line) for line in Segment.split_and_crop_lines(
+                segments, width, include_new_lines=False, pad=False)]
+            self._drawn = (key, lines)
+        lines = self._drawn[1]
+        return lines[y] if 0 <= y < len(lines) else Strip.blank(width, base)
