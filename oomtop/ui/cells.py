@@ -83,12 +83,14 @@ class Palette:
     combination once, when first asked for, instead of into every segment of every repaint.
     """
 
-    __slots__ = ("_named", "under", "_combined")
+    __slots__ = ("_named", "under", "_combined", "name_cells")
 
     def __init__(self, named: Mapping[str, Style], under: Style | None = None) -> None:
         self._named = named
         self.under = under
         self._combined: dict[tuple[str, ...], Style | None] = {}
+        #: name cells already laid out in these styles (see :func:`render_row`)
+        self.name_cells: dict[tuple[object, ...], Line] = {}
 
     def get(self, *names: str) -> Style | None:
         """The combined style of ``names``, or None when none of them styles anything (a plain piece)."""
@@ -121,6 +123,11 @@ class Line:
             self.texts.append(text)
             self.styles.append(style)
             self.cells += cell_len(text)
+
+    def copy(self) -> Line:
+        line = Line()
+        line.texts, line.styles, line.cells = self.texts.copy(), self.styles.copy(), self.cells
+        return line
 
     def extend(self, other: Line) -> None:
         self.texts += other.texts
@@ -271,9 +278,25 @@ def _label_style(row: Row, palette: Palette) -> Style | None:
     return palette.get(*look) if look else None
 
 
+NAME_CELLS_KEPT = 8192
+
+
 def render_row(row: Row, layout: Layout, palette: Palette) -> Line:
-    """The full line for ``row``; exactly ``layout.width`` cells."""
-    line = _name_cell(row, layout, palette)
+    """The full line for ``row``; exactly ``layout.width`` cells.
+
+    The name cell (marks, indent, label, score and adj, cut to fit) is the costly part and rarely changes
+    while the figures after it move every Sample, so it is kept per look in the palette.
+    """
+    task = row.task
+    look = (row.key, row.label, row.depth, row.expandable, row.expanded, row.matched, bool(row.victim_of),
+            row.node_victim, row.score, task.oom_score_adj if task is not None else None, row.group_size,
+            layout.name_width, row.cgroup.identity.kind if row.cgroup is not None else None)
+    cached = palette.name_cells.get(look)
+    if cached is None:
+        if len(palette.name_cells) >= NAME_CELLS_KEPT:
+            palette.name_cells.clear()
+        cached = palette.name_cells[look] = _name_cell(row, layout, palette)
+    line = cached.copy()
     if row.kind is RowKind.TASK:
         _task_cells(line, row, layout, palette)
     elif row.kind is RowKind.GROUP:
