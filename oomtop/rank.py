@@ -307,9 +307,14 @@ class Prediction:
     nearest_limit: Mapping[str, str]  # cgroup path -> nearest ancestor-or-self with a limit
 
 
-def predict(sample: Sample) -> Prediction:
-    """Verdicts for every cgroup with a limit and for the node, plus each task's memcg-relative score."""
-    index = SampleIndex(sample)
+def predict(sample: Sample, index: SampleIndex | None = None) -> Prediction:
+    """Verdicts for every cgroup with a limit and for the node, plus each task's memcg-relative score.
+
+    ``index`` is this Sample's :class:`SampleIndex` when the caller has made one already.
+    """
+    if index is None:
+        index = SampleIndex(sample)
+    assert index.sample is sample
     by_domain: dict[str, DomainVerdict] = {}
     for cgroup in sample.cgroups:
         if cgroup.limit_bytes is not None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from oomtop.model import Cgroup, CgroupKind, QosClass, Sample, Task
 from oomtop.rank import (
-    Prediction, badness_points, expected_kubelet_adj, implied_request_range, normalised_score, predict,
+    Prediction, SampleIndex, badness_points, expected_kubelet_adj, implied_request_range, normalised_score,
+    predict,
 )
 from oomtop.text import format_bytes, printable, truncate
 
@@ -30,16 +31,13 @@ class View:
     tasks_by_cgroup: dict[str, list[Task]]
     @classmethod
     def of(cls, sample: Sample) -> View:
-        by_path = {cgroup.path: cgroup for cgroup in sample.cgroups}
+        index = SampleIndex(sample)  # its path and task maps are the View's too (read-only once built)
         children: dict[str, list[str]] = {}
         for cgroup in sample.cgroups:
             parent = cgroup.parent_path
             if parent is not None:
                 children.setdefault(parent, []).append(cgroup.path)
-        tasks_by_cgroup: dict[str, list[Task]] = {}
-        for task in sample.tasks:
-            tasks_by_cgroup.setdefault(task.cgroup, []).append(task)
-        return cls(sample, predict(sample), by_path, children, tasks_by_cgroup)
+        return cls(sample, predict(sample, index), index.cgroups, children, index.tasks_by_cgroup)
 
     def effective_limit(self, path: str) -> int | None:
         """The limit that applies to this cgroup: its own or its nearest limited ancestor's."""
