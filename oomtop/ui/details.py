@@ -7,7 +7,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.visual import visualize
+from textual.geometry import Region, Size
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from oomtop.model import Cgroup, CgroupKind, QosClass
@@ -207,6 +209,76 @@ def details_text(row: Row | None, ranking: Ranking | None, history: History) -> 
     return cgroup_details(row, ranking, history)
 
 
+class DetailsText(Widget):
+    """The figures of the selected row, wrapped to the pane's width.
+
+    Most of them stay the same from one Sample to the next (names, limits, QoS) while a few move (usage,
+    growth): only the lines whose text changed are repainted, and the screen's layout is redone only when the
+    number of lines changes.
+    """
+
+    DEFAULT_CSS = """
+    DetailsText { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._text = Text(end="")
+        self._lines: list[Text] = []
+        self._strips: list[Strip | None] = []
+        self._wrapped_at = -1
+
+    def render(self) -> Text:
+        """The whole text (what the lines are cut from)."""
+        return self._text
+
+    def _wrap(self, width: int) -> list[Text]:
+        return list(self._text.wrap(self.app.console, width)) if width > 0 else []
+
+    def update(self, text: Text) -> None:
+        self._text = text
+        width = self.size.width
+        if width <= 0:
+            self._wrapped_at = -1
+            self.refresh(layout=True)
+            return
+        lines = self._wrap(width)
+        if len(lines) != len(self._lines) or width != self._wrapped_at:
+            self._lines, self._strips, self._wrapped_at = lines, [None] * len(lines), width
+            self.refresh(layout=True)
+            return
+        for y, (line, before) in enumerate(zip(lines, self._lines)):
+            if line != before:
+                self._lines[y], self._strips[y] = line, None
+                self.refresh(Region(0, y, width, 1))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._wrap(width))
+
+    def on_resize(self) -> None:
+        self._wrapped_at = -1
+        self.refresh(layout=True)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = [None] * len(self._lines)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if width != self._wrapped_at:
+            self._lines = self._wrap(width)
+            self._strips, self._wrapped_at = [None] * len(self._lines), width
+        if not 0 <= y < len(self._lines):
+            return Strip.blank(width, base)
+        strip = self._strips[y]
+        if strip is None:
+            segments = list(self._lines[y].render(self.app.console))
+            strip = Strip(segments).apply_style(base).extend_cell_length(width, base)
+            self._strips[y] = strip
+        return strip
+
+
 class DetailsPane(VerticalScroll):
     """Figures of the row under the cursor, with its usage sparkline."""
 
@@ -225,25 +297,20 @@ class DetailsPane(VerticalScroll):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="details-text")
+        yield DetailsText(id="details-text")
         yield Static(id="details-spark-label")
         yield UsageSparkline([], id="details-spark")
 
     def on_mount(self) -> None:
         self.border_title = "details"
         self._text = Text(end="")
-        self._lines = -1
 
     def show(self, row: Row | None, ranking: Ranking | None, history: History) -> None:
         """Called per Sample: repaints what changed, and asks for a layout pass only when the height did."""
         text = details_text(row, ranking, history)
         if text != self._text:
-            static = self.query_one("#details-text", Static)
-            width = static.content_region.width
-            # the wrapped height, as Static itself computes it: unchanged means no layout pass for the screen
-            lines = visualize(static, text).get_height(static.styles, width) if width > 0 else -1  # type: ignore[arg-type]
-            static.update(text, layout=lines != self._lines or lines < 0)
-            self._text, self._lines = text, lines
+            self.query_one(DetailsText).update(text)
+            self._text = text
         values = history.values(row.key) if row is not None else []
         label = self.query_one("#details-spark-label", Static)
         spark = self.query_one(Sparkline)

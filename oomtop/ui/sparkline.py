@@ -104,9 +104,8 @@ class UsageSparkline(Sparkline):
         if self._drawn is None or self._drawn[0] != key:
             # what Textual's path does with the renderable: its style under every segment, cut into lines
             console = self.app.console
-            segments = Segment.apply_style(
-                renderable.__rich_console__(console, console.options.update_width(width)), base,
-            )
+            bars = renderable.__rich_console__(console, console.options.update_width(width))
+            segments = Segment.apply_style((bar for bar in bars if isinstance(bar, Segment)), base)
             lines = [Strip(line) for line in Segment.split_and_crop_lines(
                 segments, width, include_new_lines=False, pad=False)]
             self._drawn = (key, lines)
