@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from oomtop.model import OomEvent
@@ -147,10 +148,29 @@ class NodeHeader(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.state: HeaderState | None = None
+        self._drawn: tuple[tuple[object, ...], list[Strip]] | None = None
 
     def show(self, state: HeaderState) -> None:
         self.state = state
         self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        """The two lines of :meth:`render` as strips, made once per state, width and theme.
+
+        Through the line API rather than Textual's general path for a renderable: the header repaints with
+        every Sample and is two lines long.
+        """
+        width = self.content_region.width
+        base = self.rich_style
+        key = (self.state, width, base, self.get_component_rich_style("header--flash", partial=True))
+        if self._drawn is None or self._drawn[0] != key:
+            console = self.app.console
+            lines = self.render().split("\n")
+            strips = [Strip(list(line.render(console))).apply_style(base).crop_extend(0, width, base)
+                      for line in lines]
+            self._drawn = (key, strips)
+        strips = self._drawn[1]
+        return strips[y] if 0 <= y < len(strips) else Strip.blank(width, base)
 
     def render(self) -> Text:
         """Built at paint time, so the badges sit at the right edge of the real width."""

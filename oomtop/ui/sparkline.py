@@ -78,7 +78,8 @@ class UsageSparkline(Sparkline):
 
     A Rich renderable in a widget goes through Textual's general rendering path (a Visual, a styled console
     render, line splitting) on every repaint: for two lines that was more than the bars themselves.  This
-    widget makes the same strips directly and keeps them until the data, size or colours change.
+    widget makes the same cells directly, one segment per run of bars in one colour (not one per bar), and
+    keeps them until the data, size or colours change.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -105,7 +106,8 @@ class UsageSparkline(Sparkline):
             # what Textual's path does with the renderable: its style under every segment, cut into lines
             console = self.app.console
             bars = renderable.__rich_console__(console, console.options.update_width(width))
-            segments = Segment.apply_style((bar for bar in bars if isinstance(bar, Segment)), base)
+            # runs of bars in one colour joined: each later step of a repaint works per segment
+            segments = Segment.simplify(Segment.apply_style((bar for bar in bars if isinstance(bar, Segment)), base))
             lines = [Strip(line) for line in Segment.split_and_crop_lines(
                 segments, width, include_new_lines=False, pad=False)]
             self._drawn = (key, lines)
