@@ -321,3 +321,26 @@ def test_v2_parent_count_before_the_log_of_a_removed_child_is_one_kill(tmp_path:
     kmsg.send(block())
     events += watcher.on_kmsg() + run_out(watcher, clock)
     assert [(event.victim.pid, event.task_cgroup) for event in events] == [(4242, CONTAINER)]
+
+
+def test_a_cgroup_left_out_of_one_sample_is_not_counted_again(tmp_path: Path, kmsg: Kmsg) -> None:
+    """A Sample can leave out a living cgroup (a read of it failed mid-kill, so the collector drops it until its
+    next scan); when the cgroup is read again its kill count is the one already explained, not a new kill."""
+    from dataclasses import replace
+
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), kmsg)
+    host.set_file(CONTAINER, "memory.events.local", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
+    kmsg.send(block())
+    events = watcher.on_kmsg()
+    clock.now += 0.1
+    events += watcher.tick()
+    assert [event.victim.pid for event in events] == [4242]
+    full = collector.sample()
+    clock.now += 0.5
+    events += watcher.on_sample(replace(full, cgroups=tuple(c for c in full.cgroups if c.path != CONTAINER)))
+    clock.now += 0.5
+    events += watcher.on_sample(collector.sample())  # the container is read again: still one kill
+    events += run_out(watcher, clock)
+    assert [event.victim.pid for event in events] == [4242]
+    collector.close()
+    watcher.close()

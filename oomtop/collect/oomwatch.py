@@ -69,18 +69,30 @@ def _advance(counts: dict[str, int], path: str, value: int, new: bool) -> int:
     return value - known
 
 
-def _vanished_counts(counts: dict[str, int], sample_counts: dict[str, int], paths: set[str]) -> dict[str, int]:
-    """Counts read (at wake-ups) beyond the last sample in cgroups now gone, by the nearest ancestor still there;
-    the gone cgroups are forgotten."""
+def _vanished_counts(counts: dict[str, int], sample_counts: dict[str, int], paths: set[str],
+                     gone: dict[str, tuple[int, float]], now: float) -> dict[str, int]:
+    """Counts read (at wake-ups) beyond the last sample in cgroups now gone, by the nearest ancestor still there.
+
+    The gone cgroups' counts move to ``gone`` (with ``now``): a Sample also leaves out a cgroup that is still
+    there when a read of it failed (the collector finds it again at its next scan), and when it is read again its
+    count must go on from where it was, not from zero."""
     out: dict[str, int] = {}
     for path in [p for p in counts if p not in paths]:
-        counted = counts.pop(path) - sample_counts.get(path, 0)
+        value = counts.pop(path)
+        gone[path] = (value, now)
+        counted = value - sample_counts.get(path, 0)
         if counted > 0:
             ancestor = path.rsplit("/", 1)[0] or "/"
             while ancestor not in paths and ancestor != "/":
                 ancestor = ancestor.rsplit("/", 1)[0] or "/"
             out[ancestor] = out.get(ancestor, 0) + counted
     return out
+
+
+def _restore(counts: dict[str, int], gone: dict[str, tuple[int, float]], path: str) -> None:
+    """A cgroup read again after a Sample left it out goes on from the count it had (see _vanished_counts)."""
+    if path not in counts and path in gone:
+        counts[path] = gone.pop(path)[0]
 
 
 def _beyond_children(sample: Sample, current: dict[str, int], previous: dict[str, int],
@@ -221,6 +233,9 @@ class OomWatcher:
         self._hier_group_counts: dict[str, int] = {}  # v2 memory.events oom_group_kill, as the last sample read it
         self._sample_group_local: dict[str, int] = {}
         self._group_debts: list[_GroupDebt] = []
+        # counts of cgroups a Sample left out, for LOG_MATCH_WINDOW_S (see _vanished_counts)
+        self._gone_counts: dict[str, tuple[int, float]] = {}
+        self._gone_group_counts: dict[str, tuple[int, float]] = {}
         self._names_tried: dict[str, float] = {}  # unnamed cgroup path -> when node metadata was re-read for it
         self._held: list[tuple[OomEvent, float]] = []  # rate-limited reports waiting to be placed
         self._recent_pids: dict[int, tuple[str, float]] = {}  # pid -> (cgroup, when): members of woken cgroups
@@ -344,6 +359,7 @@ class OomWatcher:
             self._count(path, count, now, source, new=not self._first_sample)
 
     def _count(self, path: str, value: int, now: float, source: str, new: bool = False) -> None:
+        _restore(self._counts, self._gone_counts, path)
         delta = _advance(self._counts, path, value, new)
         if delta:
             self._add_increment(path, delta, now, {source})
@@ -351,6 +367,7 @@ class OomWatcher:
     def _count_group_kills(self, path: str, value: int | None, now: float, new: bool) -> None:
         if value is None or self._kmsg is not None:  # with the log, the group's report says who died
             return
+        _restore(self._group_counts, self._gone_group_counts, path)
         delta = _advance(self._group_counts, path, value, new)
         if delta:
             self._add_group_debt(path, delta, now)
@@ -405,8 +422,12 @@ class OomWatcher:
                 self._count(cgroup.path, local, now, "counter", new)
         # Kills a wake-up already counted in a cgroup that is now gone: its parent's hierarchical counter shows
         # them too, and they must not be reported twice.
-        vanished_counted = _vanished_counts(self._counts, self._sample_local, paths)
-        vanished_groups = _vanished_counts(self._group_counts, self._sample_group_local, paths)
+        for gone in (self._gone_counts, self._gone_group_counts):
+            for path in [p for p, (_, at) in gone.items() if now - at > LOG_MATCH_WINDOW_S]:
+                del gone[path]
+        vanished_counted = _vanished_counts(self._counts, self._sample_local, paths, self._gone_counts, now)
+        vanished_groups = _vanished_counts(self._group_counts, self._sample_group_local, paths,
+                                           self._gone_group_counts, now)
         if v2:
             self._follow_hierarchical(sample, now, new, vanished_counted, vanished_groups)
         self._sample_local = {c.path: (c.oom_kills_local if v2 else c.oom_kills) or 0 for c in sample.cgroups}
