@@ -224,9 +224,10 @@ def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
     theme, catalogue, notices = app_setup(
         args, "the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot")
     from oomtop.live import LiveSource
+    from oomtop.source import Source
     from oomtop.ui.app import OomtopApp
 
-    source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args))
+    source: Source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args))
     if args.record:
         from oomtop.record.recorder import Recorder, RecordingSource
         from oomtop.record.writer import RecordingStopped

@@ -17,7 +17,7 @@ from oomtop.collect.collector import CollectorConfig
 from oomtop.explain import event_to_json, explain
 from oomtop.live import LiveSource
 from oomtop.model import OomEvent, Sample
-from oomtop.source import Notice
+from oomtop.source import Notice, close_updates
 from oomtop.text import format_bytes, printable
 
 
@@ -103,5 +103,5 @@ async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: s
     finally:
         source.close()
         with contextlib.suppress(RuntimeError, asyncio.CancelledError):
-            await updates.aclose()
+            await close_updates(updates)
     return 0

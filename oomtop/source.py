@@ -25,6 +25,13 @@ class Notice:
 Update = Union[Sample, OomEvent, Notice]
 
 
+
+async def close_updates(updates: AsyncIterator[Update]) -> None:
+    """Close a source's stream of updates when it can be closed (an async generator: its ``finally`` runs now)."""
+    aclose = getattr(updates, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
 class Source(Protocol):
     """What the app and the headless consumers read from."""
 

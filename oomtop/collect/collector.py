@@ -350,10 +350,10 @@ class Collector:
         return tasks
 
     def close(self) -> None:
-        for reader in self._cgroups.values():
-            reader.close()
-        for reader in list(self._tasks.values()) + list(self._kernel_threads.values()):
-            reader.close()
+        for cgroup_reader in self._cgroups.values():
+            cgroup_reader.close()
+        for task_reader in list(self._tasks.values()) + list(self._kernel_threads.values()):
+            task_reader.close()
         self._cgroups.clear()
         self._tasks.clear()
         self._kernel_threads.clear()

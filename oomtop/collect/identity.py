@@ -232,8 +232,8 @@ class NodeNames:
             if not _HEX64.fullmatch(cid) or len(fields3) != 3 or not all(fields3):
                 continue
             pod, ns, ctr = fields3
-            uid = _link_uid(os.path.join(base, entry), ns, pod) or by_name.get((ns, pod))
-            out[cid] = ContainerInfo(cid, name=ctr, pod_uid=uid, pod_name=pod, pod_namespace=ns)
+            pod_uid = _link_uid(os.path.join(base, entry), ns, pod) or by_name.get((ns, pod))
+            out[cid] = ContainerInfo(cid, name=ctr, pod_uid=pod_uid, pod_name=pod, pod_namespace=ns)
 
     def _scan_bundles(self, cache: dict[str, ContainerInfo]) -> None:
         for rel, config, runtime in _BUNDLE_DIRS:

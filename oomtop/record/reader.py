@@ -73,7 +73,7 @@ class Recording:
             )
         self._decoder = codec.Decoder(self.header.get("schemas") or {})
         self._starts = [segment.start_time for segment in self.segments]
-        self._cache: OrderedDict[int, list[Sample]] = OrderedDict()
+        self._cache: OrderedDict[int, SegmentSamples] = OrderedDict()
 
     def _index(self) -> None:
         current: Segment | None = None
@@ -279,7 +279,7 @@ class _DecodeState:
         self.task_order: list[tuple[int, int]] = []
         self.node: Any = None
         self.warnings: tuple[str, ...] = ()
-        self.stamp: tuple[float, float, int | None] = (0.0, 0.0, None)
+        self.stamp: tuple[float, float, int] = (0.0, 0.0, 0)
 
     def apply(self, record: list[Any], decoder: codec.Decoder) -> Sample:
         self.advance(record, decoder)

@@ -15,11 +15,11 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
-import aiofiles.os
+import aiofiles.os  # type: ignore[import-untyped]
 
 from oomtop.model import OomEvent, Sample
 from oomtop.record.writer import RecordingFile, RecordingStopped
-from oomtop.source import Notice, Source, Update
+from oomtop.source import Notice, Source, Update, close_updates
 from oomtop.text import format_bytes
 
 SYNC_EVERY_S = 5.0
@@ -157,7 +157,7 @@ async def record_headless(source: Source, recorder: Recorder, duration_s: float 
     finally:
         source.close()
         with contextlib.suppress(Exception):
-            await updates.aclose()
+            await close_updates(updates)
         recorder.close()
         if tty:
             print(f"\rrecorded {recorder.samples} samples and {recorder.events} kills to {path} "

@@ -68,17 +68,18 @@ class RecordingEncoder:
     def header(self, sample: Sample | None) -> bytes:
         """The magic line and the header frame (node facts come from the first sample when there is one)."""
         node = sample.node if sample is not None else None
+        created = time.time()
         header = {
             "format": FORMAT_VERSION,
             "oomtop_version": __version__,
-            "created": time.time(),
+            "created": created,
             "interval_s": self.interval_s,
             "redact_cmdline": self.redact_cmdline,
             "node": None if node is None else dict(zip(codec.NODE_FIELDS, codec.encode_node(node))),
             "schemas": codec.schemas(),
         }
         self.header_written = True
-        return MAGIC + pack(HEADER, _dumps(header), header["created"])
+        return MAGIC + pack(HEADER, _dumps(header), created)
 
     def sample(self, sample: Sample) -> bytes:
         """The frames this sample completes (often nothing: records wait for the once-a-second flush)."""
@@ -173,13 +174,13 @@ class RecordingEncoder:
             state.cgroups[cgroup.path] = cgroup
         tasks: list[Any] = []
         for task in sample.tasks:
-            before = state.tasks.get(task.key)
-            if before is task:
+            known = state.tasks.get(task.key)
+            if known is task:
                 continue
-            if before is None:
+            if known is None:
                 tasks.append(codec.encode_task(task))
-            elif before != task:
-                tasks.append([task.pid, task.start_ticks, _changed_fields(codec.encode_task(before), codec.encode_task(task))])
+            elif known != task:
+                tasks.append([task.pid, task.start_ticks, _changed_fields(codec.encode_task(known), codec.encode_task(task))])
             state.tasks[task.key] = task
         cgroup_order = tuple(c.path for c in sample.cgroups)
         task_order = tuple(t.key for t in sample.tasks)
