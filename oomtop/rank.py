@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from oomtop.model import Cgroup, QosClass, Sample, Task
+
+_T = TypeVar("_T")
 
 OOM_SCORE_ADJ_MIN = -1000
 OOM_SCORE_ADJ_MAX = 1000
@@ -220,6 +222,7 @@ class SampleIndex:
         page_size = sample.node.page_size
         self.eligible_by_cgroup = {path: eligible(tasks, page_size) for path, tasks in tasks_by_cgroup.items()}
         self._subtree_eligible: dict[str, list[Eligible]] = {}
+        self._subtree_tasks: dict[str, list[Task]] = {}
 
     def nearest_known_ancestor(self, path: str) -> str:
         """The closest proper ancestor of ``path`` that the Sample has ("/" at the latest)."""
@@ -231,25 +234,22 @@ class SampleIndex:
 
     def subtree_tasks(self, path: str) -> list[Task]:
         """Tasks of a cgroup and its descendants, in the pre-order walk ``mem_cgroup_scan_tasks()`` makes."""
-        ordered: list[Task] = []
-        stack = [path]
-        while stack:
-            current = stack.pop()
-            ordered.extend(self.tasks_by_cgroup.get(current, ()))
-            stack.extend(reversed(self.children.get(current, ())))
-        return ordered
-
+        return list(self._walk(path, self.tasks_by_cgroup, self._subtree_tasks))
 
     def subtree_eligible(self, path: str) -> list[Eligible]:
-        """The eligible tasks of :meth:`subtree_tasks`, in the same order: the cgroup's own, then each child's
-        subtree in turn (a pre-order walk), each list built once per Sample and shared with the parent's."""
-        entries = self._subtree_eligible.get(path)
-        if entries is None:
-            entries = list(self.eligible_by_cgroup.get(path, ()))
+        """The eligible tasks of :meth:`subtree_tasks`, in the same order (shared: do not change the list)."""
+        return self._walk(path, self.eligible_by_cgroup, self._subtree_eligible)
+
+    def _walk(self, path: str, own: Mapping[str, Sequence[_T]], memo: dict[str, list[_T]]) -> list[_T]:
+        """The cgroup's own items, then each child's subtree in turn (a pre-order walk); each cgroup's list is
+        built once per Sample and reused by its parent's."""
+        found = memo.get(path)
+        if found is None:
+            found = list(own.get(path, ()))
             for child in self.children.get(path, ()):
-                entries += self.subtree_eligible(child)
-            self._subtree_eligible[path] = entries
-        return entries
+                found += self._walk(child, own, memo)
+            memo[path] = found
+        return found
 
 
 def verdict(index: SampleIndex, domain: str) -> DomainVerdict | None:
