@@ -325,6 +325,30 @@ class KmsgTail:
                 found.setdefault(int(m[1]), record)
         return found
 
+    def exit_race(self, first: int, second: int) -> str | None:
+        """Why the kernel killed ``second`` right after ``first`` when the log shows the exit race, else None.
+
+        exit_mmap() sets MMF_OOM_SKIP on the dying first victim before tlb_finish_mmu() frees (and uncharges) its
+        last gathered pages, so a charge retrying in the same domain can OOM again, and the kernel then passes the
+        first victim over and picks the next task.  The proof: the second kill comes after the first, and the
+        second report's task table (when its header was not rate-limited) no longer lists the first victim."""
+        records = self.snapshot()
+        kills = self.kills()
+        if first not in kills or second not in kills or kills[second].seq < kills[first].seq:
+            return None
+        start = next(i for i, r in enumerate(records) if r.seq == kills[first].seq)
+        end = next(i for i, r in enumerate(records) if r.seq == kills[second].seq)
+        block = records[start + 1:end]
+        header = [i for i, r in enumerate(block) if "invoked oom-killer" in r.text]
+        if not header:
+            return (f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
+                    f"{first}; the second report's header was rate-limited (no task table to check)")
+        rows = {int(m[1]) for r in block[header[-1]:] if (m := re.match(r"\[\s*(\d+)\]", r.text))}
+        if not rows or first in rows:
+            return None
+        return (f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
+                f"{first}, whose memory was still being freed (its task table lists {sorted(rows)}, not {first})")
+
     def reported(self) -> set[int]:
         """Victims whose full report (header with cgroup paths, task table) the kernel wrote."""
         return {int(m[1]) for r in self.snapshot() if (m := _REPORT_PID.search(r.text))}
@@ -623,7 +647,7 @@ def test_container_oom(with_kmsg: None, hog_binary: str, tree: TestHierarchy, in
 def test_pod_oom(with_kmsg: None, hog_binary: str, tree: TestHierarchy) -> None:
     """Limit 64 MiB on the pod (its containers' own 128 MiB limits are never reached); the victim, 24 MiB with
     oom_score_adj 1000, rests in container A; a trigger in container B grows to 40 MiB: the pod hits its limit and
-    the kernel kills A's process, not the allocating one."""
+    the kernel kills A's process, not the allocating one (and, in the kernel's exit race only, the trigger next)."""
     pod = tree.add_pod("burstable", 64 * MIB)
     a = tree.add_container(pod, 128 * MIB)
     b = tree.add_container(pod, 128 * MIB)
@@ -631,15 +655,31 @@ def test_pod_oom(with_kmsg: None, hog_binary: str, tree: TestHierarchy) -> None:
     kill = kill_for(victim, "oomev pod-a", pod.path, pod)
     with EventsProcess("--interval", "0.5") as ev, KmsgTail() as kmsg:
         ev.wait_watching(tree, [pod.path, a, b], kmsg=True)
-        wait_for_report_budget(1)
+        wait_for_report_budget(2)  # a second kill may come (below): room for its header too
         kill.released_at = time.monotonic()
         trigger = start_trigger(tree, hog_binary, b, 40)
         wait_killed(victim, kill)
         status = trigger.wait_for(b"D", 15.0)
-        assert status == b"D" and trigger.alive(), f"the trigger in container B did not survive: {status!r}"
-        events, bad = gather(ev, [kill], tree, 0.5)
+        kills = [kill]
+        if status != b"D":
+            # The kernel may kill a second time while the victim's memory is still being freed (about one run
+            # in eight here): the trigger, then the pod's only task, is its next pick.  Allowed only when the
+            # log proves that race, and then oomtop must report both kills.
+            second = kill_for(trigger, "oomtop-trigger", pod.path, pod)
+            second.released_at = kill.released_at
+            wait_killed(trigger, second)
+            deadline = time.monotonic() + 2
+            while trigger.pid not in kmsg.kills() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                kmsg.poll()
+            race = kmsg.exit_race(victim.pid, trigger.pid)
+            assert race, (f"the trigger in container B died ({trigger.popen.returncode}) and the kernel log does not "
+                          f"show the exit race:\n" + "\n".join(r.text for r in kmsg.snapshot()[-80:]))
+            print(race)
+            kills.append(second)
+        events, bad = gather(ev, kills, tree, 0.5)
         kmsg.poll()
-        fail_if(bad + check_events(events, [kill], tree, reported=kmsg.reported()), describe(ev, events, tree, [kill]))
+        fail_if(bad + check_events(events, kills, tree, reported=kmsg.reported()), describe(ev, events, tree, kills))
 
 
 # -------------------------------------------------------------------------- d. cgroup removed after the kill
