@@ -157,7 +157,7 @@ def kmsg_path(args: argparse.Namespace) -> str | None:
 def run_explain(args: argparse.Namespace) -> int:
     from oomtop.collect.identity import NodeNames
     from oomtop.collect.kmsg import parse_log
-    from oomtop.explain import event_to_json, explain, render_text, with_identity
+    from oomtop.explain import Explainer, event_to_json, render_text, with_identity
 
     if args.file == "-":
         if sys.stdin.isatty():
@@ -173,7 +173,8 @@ def run_explain(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.file}: no such file") from None
     names = NodeNames.load(args.metadata_root) if args.metadata_root else None
     events = [with_identity(event, names) for event in parse_log(data)]
-    explanations = [explain(event) for event in events]
+    explainer = Explainer()
+    explanations = [explainer.explain(event) for event in events]
     if args.json:
         for event, explanation in zip(events, explanations):
             sys.stdout.write(json.dumps(event_to_json(event, explanation), ensure_ascii=False) + "\n")

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 
 from oomtop.collect.collector import CollectorConfig
-from oomtop.explain import event_to_json, explain
+from oomtop.explain import Explainer, event_to_json, exit_race_gap_s
 from oomtop.live import LiveSource
 from oomtop.model import OomEvent, Sample
 from oomtop.source import Notice, close_updates
@@ -55,11 +55,16 @@ def event_line(event: OomEvent) -> str:
     return "  ".join(parts)
 
 
-def _emit(event: OomEvent, as_json: bool) -> None:
+def _emit(event: OomEvent, as_json: bool, explainer: Explainer) -> None:
     if as_json:
-        line = json.dumps(event_to_json(event, explain(event)), ensure_ascii=False)
+        line = json.dumps(event_to_json(event, explainer.explain(event)), ensure_ascii=False)
     else:
+        previous = explainer.previous(event)
+        explainer.remember(event)
         line = event_line(event)
+        gap_s = exit_race_gap_s(event, previous)
+        if gap_s is not None and previous is not None:
+            line += f"  (exit race: {gap_s * 1000:.0f} ms after the kill of {previous.victim.pid} in this domain)"
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
@@ -73,6 +78,7 @@ async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: s
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     told: set[str] = set()
+    explainer = Explainer()
     saw_sample = False
     updates = source.updates()
     try:
@@ -95,7 +101,7 @@ async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: s
                     told.add(update.text)
                     print(f"oomtop events: {update.text}", file=sys.stderr, flush=True)
             elif isinstance(update, OomEvent):
-                _emit(update, as_json)
+                _emit(update, as_json, explainer)
             elif isinstance(update, Sample) and not saw_sample:
                 saw_sample = True
                 if not follow:  # history was queued before the first sample

@@ -11,10 +11,14 @@ import pytest
 from oomtop.collect.identity import NodeNames
 from oomtop.collect.kmsg import parse_log
 from oomtop.explain import (
+    EXIT_RACE_WINDOW_S,
+    Explainer,
     RankedCandidate,
     domain_pages,
     event_to_json,
+    exit_race_gap_s,
     explain,
+    previous_in_domain,
     rank_candidates,
     render_text,
     with_identity,
@@ -279,3 +283,65 @@ def test_ranked_candidate_fields() -> None:
     (c,) = rank_candidates(event_with([row(3, 10, pgtables_bytes=4096 * 3, swapents=2, adj=-1000)], 3))
     assert c == RankedCandidate(pid=3, comm="t3", points=10 + 2 + 3 - 1000 * 25, score=c.score, oom_score_adj=-1000,
                                 rss_pages=10, swapents=2, pgtables_bytes=12288, eligible=False)
+
+
+# ------------------------------------------------------------------------------------- the exit race
+
+EXIT_RACE_LOG = Path(__file__).parent / "data" / "exit_race_6.18.dmesg"  # captured on 6.18 by test_pod_oom
+
+
+def test_exit_race_second_kill_is_explained_from_a_real_log() -> None:
+    """Two kills 10 ms apart in one pod: the second task table no longer lists the first victim."""
+    first, second = parse_log(EXIT_RACE_LOG.read_bytes())
+    assert (first.victim.pid, second.victim.pid) == (10196, 10205) and first.oom_cgroup == second.oom_cgroup
+    explainer = Explainer()
+    one, two = explainer.explain(first), explainer.explain(second)
+    assert not any("MMF_OOM_SKIP" in note for note in one.notes)
+    (race,) = [note for note in two.notes if "MMF_OOM_SKIP" in note]
+    assert race.startswith("10 ms after this domain's kill of pid 10196 oomev pod-a")
+    assert exit_race_gap_s(second, first) == pytest.approx(0.010148, abs=1e-6)  # the two reports' first lines
+    text = render_text([first, second], [one, two])
+    assert text.count("MMF_OOM_SKIP") == 1 and "note       10 ms after" in text
+    assert event_to_json(second, two)["notes"] == [race]
+
+
+def test_exit_race_needs_the_same_domain_a_short_gap_and_the_victim_gone() -> None:
+    first = event_with([row(1, 500), row(2, 300)], victim=1, kernel_time_s=100.0)
+    after = event_with([row(2, 300)], victim=2, kernel_time_s=100.01)
+    assert exit_race_gap_s(after, first) == pytest.approx(0.01)
+    assert exit_race_gap_s(after, None) is None
+    assert exit_race_gap_s(replace(after, oom_cgroup="/b"), first) is None  # another domain
+    assert exit_race_gap_s(replace(after, kernel_time_s=100.0 + EXIT_RACE_WINDOW_S + 0.1), first) is None
+    assert exit_race_gap_s(replace(after, kernel_time_s=99.0), first) is None  # before it
+    still_listed = event_with([row(1, 500), row(2, 300)], victim=2, kernel_time_s=100.01)
+    assert exit_race_gap_s(still_listed, first) is None  # the first victim still held its memory: a new choice
+    assert exit_race_gap_s(replace(after, candidates=()), first) is None  # no table: cannot tell
+    assert exit_race_gap_s(replace(after, kind="global", oom_cgroup="/"), replace(first, kind="global",
+                                                                                    oom_cgroup="/")) is None
+    assert explain(after).notes == () and any("MMF_OOM_SKIP" in n for n in explain(after, previous=first).notes)
+
+
+def test_explainer_remembers_the_last_kill_per_domain() -> None:
+    a1 = event_with([row(1, 500), row(2, 300)], victim=1, kernel_time_s=100.0)
+    b1 = event_with([row(7, 500)], victim=7, kernel_time_s=100.005, oom_cgroup="/b")
+    a2 = event_with([row(2, 300)], victim=2, kernel_time_s=100.01)
+    explainer = Explainer()
+    notes = [explainer.explain(e).notes for e in (a1, b1, a2)]
+    assert notes[0] == () and notes[1] == () and len(notes[2]) == 1
+    assert explainer.previous(a2) is a2 and previous_in_domain([b1, a1], a2) is a1
+    assert previous_in_domain([b1], a2) is None and previous_in_domain([a1], replace(a2, oom_cgroup=None)) is None
+
+
+def test_events_lines_mark_the_exit_race(capsys: pytest.CaptureFixture[str]) -> None:
+    """``oomtop events``: the text line of the second kill says so; the JSON line carries the note."""
+    from oomtop.events_cli import _emit
+
+    first, second = parse_log(EXIT_RACE_LOG.read_bytes())
+    text, as_json = Explainer(), Explainer()
+    for event in (first, second):
+        _emit(event, False, text)
+        _emit(event, True, as_json)
+    lines = capsys.readouterr().out.splitlines()
+    assert "exit race" not in lines[0] and "killed 10205" in lines[2]
+    assert lines[2].endswith("(exit race: 10 ms after the kill of 10196 in this domain)")
+    assert json.loads(lines[1])["notes"] == [] and "MMF_OOM_SKIP" in json.loads(lines[3])["notes"][0]

@@ -358,3 +358,22 @@ async def test_a_repeated_warning_is_one_notice_that_keeps_its_latest_figure(sam
         await settle(pilot)
         assert [text for _, text in app.notice_bar.notices] == [second.warnings[0]]
         assert "NO ROOT" in header(app)
+
+
+async def test_a_kill_right_after_one_in_its_domain_is_explained_as_the_exit_race(sample: Sample) -> None:
+    """Two kills 10 ms apart in one pod (a real 6.18 log): the newer one's explanation names the race."""
+    from oomtop.collect.kmsg import parse_log
+
+    first, second = parse_log((Path(__file__).parent / "data" / "exit_race_6.18.dmesg").read_bytes())
+    app = make_app([sample, first, second])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e", "enter")  # the newest: the second kill
+        await pilot.pause()
+        assert isinstance(app.screen, ExplanationScreen) and app.screen.event.victim.pid == 10205
+        verdict = str(app.screen.query_one("#explain-verdict").render())
+        assert "10 ms after this domain's kill of pid 10196" in verdict and "MMF_OOM_SKIP" in verdict
+        await pilot.press("escape", "down", "enter")  # the first kill: no earlier one in its domain
+        await pilot.pause()
+        assert isinstance(app.screen, ExplanationScreen) and app.screen.event.victim.pid == 10196
+        assert "MMF_OOM_SKIP" not in str(app.screen.query_one("#explain-verdict").render())

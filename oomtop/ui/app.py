@@ -307,7 +307,7 @@ class OomtopApp(App[None]):
             self.process_tree.focus()
 
     def on_event_pane_chosen(self, message: EventPane.Chosen) -> None:
-        self.push_screen(ExplanationScreen(message.event))
+        self.push_screen(ExplanationScreen(message.event, message.previous))
 
     # ------------------------------------------------------------------------------------------- actions
 

@@ -83,9 +83,12 @@ class EventPane(Vertical):
     BINDINGS = [Binding("escape", "app.focus_tree", "Back to the tree")]
 
     class Chosen(Message):
-        def __init__(self, event: OomEvent) -> None:
+        """A kill was picked; ``previous`` is the kill before it in the same domain, if the pane holds one."""
+
+        def __init__(self, event: OomEvent, previous: OomEvent | None = None) -> None:
             super().__init__()
             self.event = event
+            self.previous = previous
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -139,5 +142,9 @@ class EventPane(Vertical):
 
     def on_option_list_option_selected(self, message: OptionList.OptionSelected) -> None:
         message.stop()
-        if 0 <= message.option_index < len(self.events):
-            self.post_message(self.Chosen(self.events[message.option_index]))
+        index = message.option_index
+        if 0 <= index < len(self.events):
+            event = self.events[index]
+            from oomtop.explain import previous_in_domain  # the explainer loads when a kill is opened
+
+            self.post_message(self.Chosen(event, previous_in_domain(self.events[index + 1:], event)))

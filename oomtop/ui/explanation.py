@@ -71,13 +71,14 @@ def summary(event: OomEvent) -> Text:
     return text
 
 
-def explanation_parts(event: OomEvent) -> tuple[Text, Table | None]:
-    """The kernel's side: top candidate or not, the why-sentence, the ranking table."""
+def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tuple[Text, Table | None]:
+    """The kernel's side: top candidate or not, the why-sentence, the ranking table.  ``previous``: the kill
+    before this one in its domain (a kill right after it may be the kernel's exit race)."""
     text = Text(end="")
     try:
         from oomtop.explain import explain
 
-        explanation: Any = explain(event)
+        explanation: Any = explain(event, previous=previous)
     except Exception as error:  # noqa: BLE001 - a log the explainer cannot rank must not take the UI down
         _field(text, "kernel", f"no explanation: {printable(str(error))}", "dim")
         return text, None
@@ -130,12 +131,13 @@ class ExplanationScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
 
-    def __init__(self, event: OomEvent) -> None:
+    def __init__(self, event: OomEvent, previous: OomEvent | None = None) -> None:
         super().__init__()
         self.event = event
+        self.previous = previous
 
     def compose(self) -> ComposeResult:
-        text, table = explanation_parts(self.event)
+        text, table = explanation_parts(self.event, self.previous)
         with VerticalScroll() as scroll:
             scroll.border_title = "why this process?"
             scroll.border_subtitle = "esc to close"
