@@ -293,3 +293,38 @@ def test_status_memory_block_parsing_across_kernels() -> None:
     assert parse_status_line(modern, b"Name:") == b"x"
     assert parse_status_line(modern, b"Uid:") == b"1000\t1000\t1000\t1000"
     assert parse_status_line(modern, b"Gid:") is None
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_a_failed_read_of_a_living_cgroup_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    layout: str) -> None:
+    """A read error other than ENOENT/EACCES while the directory is still there (a kill in progress) carries the
+    cgroup's last figures for that Sample; the file is opened afresh and read normally the next time."""
+    import errno
+
+    from oomtop.collect import files
+
+    host = kube_host(tmp_path, layout)
+    path = f"/kubepods/burstable/pod{POD}/{CTR}"
+    usage_file = "memory.usage_in_bytes" if layout == "v1" else "memory.current"
+    real_read = files.KeptFile.read
+    failing = {"on": False}
+
+    def read(self: files.KeptFile) -> bytes:
+        if failing["on"] and self.path.endswith(f"{CTR}/{usage_file}"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(self)
+
+    monkeypatch.setattr(files.KeptFile, "read", read)
+    with Collector(host.config()) as collector:
+        first = by_path(collector.sample())[path]
+        failing["on"] = True
+        second = by_path(collector.sample())
+        assert path in second and second[path].usage_bytes == first.usage_bytes
+        failing["on"] = False
+        host.set_file(path, usage_file, f"{110 << 20}\n")
+        third = by_path(collector.sample())
+        assert third[path].usage_bytes == 110 << 20
+        failing["on"] = True
+        host.remove_cgroup(path)
+        assert path not in by_path(collector.sample())  # gone for real: dropped as before

@@ -217,6 +217,14 @@ class CgroupReader:
                 self._files[name] = None
                 self.denied.add(name)
                 return None
+            last = self._raw.get(name)
+            if last is not None and os.path.isdir(self.directory):
+                # Still there: one read failed while the cgroup changed under it (seen mid-kill).  Open the file
+                # afresh next time and carry its last bytes, rather than drop a living cgroup for a tick.
+                stale = self._files.pop(name, None)
+                if stale:
+                    stale.close()
+                return last
             raise CgroupGone(self.path) from error
 
     def _changed(self, name: str) -> tuple[bool, bytes | None]:
