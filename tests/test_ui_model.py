@@ -70,6 +70,26 @@ def test_the_nodes_other_cgroups_sit_in_their_own_branch(tmp_path: Path) -> None
     assert not any(row.kind is RowKind.GROUP for row in plain)  # no Kubernetes: no grouping
 
 
+def test_a_kubepods_below_the_root_stays_out_of_the_other_cgroups(tmp_path: Path) -> None:
+    """kubelet in a container (a kind node): its kubepods lives under that container's cgroup, and its pods
+    are still shown in place, not folded into "other cgroups"."""
+    host = plain_host(tmp_path)
+    node = "/system.slice/docker-" + "5e" * 32 + ".scope"
+    pod = f"{node}/kubepods/burstable/pod{'1b2c3d4e-0000-4000-8000-00000000abcd'}"
+    host.add_cgroup(node, usage=300 * MiB)
+    host.add_cgroup(f"{node}/kubepods", usage=250 * MiB)
+    host.add_cgroup(f"{node}/kubepods/burstable", usage=250 * MiB)
+    host.add_cgroup(pod, usage=200 * MiB, limit=256 * MiB)
+    host.add_cgroup(f"{pod}/{'7a' * 32}", usage=190 * MiB, limit=256 * MiB)
+    rows = build_rows(Ranking(View.of(collect(host))), TreeState(), expand_all=True)
+    by_path = {row.cgroup.path: row for row in rows if row.cgroup is not None}
+    assert by_path["/system.slice"].parent == cgroup_key(by_path["/"].cgroup)  # type: ignore[arg-type]
+    assert by_path["/user.slice"].parent == OTHER_KEY
+    assert by_path[pod].cgroup.identity.kind.name == "POD"  # type: ignore[union-attr]
+    assert not any(row.parent == OTHER_KEY and row.cgroup is not None and row.cgroup.path == "/system.slice"
+                   for row in rows)
+
+
 def test_other_sort_keys_reorder_siblings_only(tmp_path: Path) -> None:
     sample = collect(kube_host(tmp_path, "v1"))
     kill = ui_order(sample)

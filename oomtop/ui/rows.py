@@ -110,7 +110,12 @@ class Ranking:
         self.victim_domains = victims
         node_victim = view.prediction.node.victim
         self.node_victim_key = node_victim.key if node_victim is not None else None
-        self.has_kubepods = any(c.identity.kind is CgroupKind.KUBEPODS for c in view.sample.cgroups)
+        kubepods = [c.path for c in view.sample.cgroups if c.identity.kind is CgroupKind.KUBEPODS]
+        self.has_kubepods = bool(kubepods)
+        # A kubepods below the root (kubelet in a container, a nested runtime) keeps its ancestors out of
+        # "other cgroups": the pods stay in plain sight.
+        self.holds_kubepods = frozenset(path[:at] for path in kubepods for at in range(1, len(path) + 1)
+                                        if at == len(path) or path[at] == "/")
 
     def domain_name(self, path: str) -> str:
         """How a task's victim mark names the domain: "container", "pod", or the cgroup's label."""
@@ -296,10 +301,11 @@ class _Builder:
 
     def grouped(self, kids: list[Cgroup], parent: RowKey, inherited: bool) -> None:
         """kubepods in place, the node's other cgroups under one collapsible row where the first of them ranks."""
-        others = [kid for kid in kids if kid.identity.kind is not CgroupKind.KUBEPODS]
+        holds = self.ranking.holds_kubepods
+        others = [kid for kid in kids if kid.path not in holds]
         placed = False
         for kid in kids:
-            if kid.identity.kind is CgroupKind.KUBEPODS:
+            if kid.path in holds:
                 self.subtree(kid, 1, parent, inherited, False)
             elif not placed:
                 placed = True
