@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_themes()
         if args.command is None and args.json and not args.once:
             raise UsageError("--json needs --once (the live view is a terminal UI)")
+        if args.command is None and args.once and args.theme:
+            raise UsageError("--theme is for the live view; --once prints plain text")
         config = collector_config(args)
         if args.command == "events":
             return run_events(args, config)

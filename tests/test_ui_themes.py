@@ -129,6 +129,9 @@ def test_cli_unknown_theme_and_no_terminal_are_usage_errors(tmp_path: Path) -> N
                              cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
     assert unknown.returncode == 2 and unknown.stderr.strip() == (
         "oomtop: no theme named 'nosuch' (oomtop --list-themes shows them)")
+    once = subprocess.run([sys.executable, "-m", "oomtop", "--once", "--theme", "light"], capture_output=True,
+                          text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
+    assert once.returncode == 2 and once.stderr.strip() == "oomtop: --theme is for the live view; --once prints plain text"
     host = kube_host(tmp_path / "root", "v1")
     piped = subprocess.run([sys.executable, "-m", "oomtop", "--host-root", str(host.root), "--kmsg", "none"],
                            capture_output=True, text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
