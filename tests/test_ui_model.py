@@ -298,6 +298,25 @@ def test_hostile_pod_names_are_plain_in_labels_details_and_events(tmp_path: Path
     assert "[red]pod\\x1b]8;;x\\x07" in line.plain
 
 
+def test_a_kill_is_named_by_pod_and_container_even_without_names(tmp_path: Path) -> None:
+    """Without node metadata a kill still names its pod (uid) and container (short id), as the tree does,
+    not its 150-character cgroup path; a named pod keeps ns/name, and a kill outside pods its path."""
+    from oomtop.model import ContainerRef, PodRef, QosClass
+    from oomtop.ui.header import event_where
+
+    event = kill_event(collect(kube_host(tmp_path, "v1")))
+    uid, cid = "11111111-2222-4333-8444-555555555555", "ab" * 32
+    bare = replace(event, pod=PodRef(uid, QosClass.BURSTABLE), container=ContainerRef(cid, None))
+    assert event_where(bare) == f"pod {uid} {'ab' * 6}"
+    assert event_where(replace(bare, container=None)) == f"pod {uid}"
+    named = replace(bare, pod=PodRef(uid, QosClass.BURSTABLE, "web-0", "shop"))
+    assert event_where(named) == "shop/web-0 abababababab"
+    assert event_where(replace(named, container=ContainerRef(cid, "containerd", "nginx"))) == "shop/web-0 nginx"
+    plain = replace(event, pod=None, container=None, task_cgroup="/system.slice/x.service")
+    assert event_where(plain) == "/system.slice/x.service"
+    assert event_line(bare).plain.split("  ")[1] == f"pod {uid} {'ab' * 6}"
+
+
 def test_fast_sparkline_draws_what_textuals_draws() -> None:
     """The details sparkline computes each bar once; its segments are Textual's own, bar for bar."""
     import random

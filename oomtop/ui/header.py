@@ -42,11 +42,12 @@ def clock_time(t: float | None) -> str:
 
 
 def event_where(event: OomEvent) -> str:
-    """pod/container (or the cgroup path, or "node") of a kill, printable."""
-    if event.pod is not None and event.pod.name:
-        where = f"{event.pod.namespace}/{event.pod.name}"
-        if event.container is not None and event.container.name:
-            where += f" {event.container.name}"
+    """pod/container (or the cgroup path, or "node") of a kill, printable; a pod known only by its uid (no
+    node metadata) is named as the tree names it, "pod <uid> <container id>", not by its long cgroup path."""
+    if event.pod is not None:
+        where = f"{event.pod.namespace}/{event.pod.name}" if event.pod.name else f"pod {event.pod.uid}"
+        if event.container is not None:
+            where += f" {event.container.name or event.container.id[:12]}"
         return printable(where)
     if event.kind == "global":
         return "node"
