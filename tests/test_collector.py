@@ -316,7 +316,7 @@ def test_a_failed_read_of_a_living_cgroup_keeps_it(tmp_path: Path, monkeypatch: 
         return real_read(self)
 
     monkeypatch.setattr(files.KeptFile, "read", read)
-    with Collector(host.config()) as collector:
+    with Collector(host.config(slow_interval_s=0.0)) as collector:  # every poll rescans: a dropped cgroup comes back
         first = by_path(collector.sample())[path]
         failing["on"] = True
         second = by_path(collector.sample())
@@ -325,6 +325,11 @@ def test_a_failed_read_of_a_living_cgroup_keeps_it(tmp_path: Path, monkeypatch: 
         host.set_file(path, usage_file, f"{110 << 20}\n")
         third = by_path(collector.sample())
         assert third[path].usage_bytes == 110 << 20
+        failing["on"] = True
+        assert path in by_path(collector.sample())  # one failure: carried
+        assert path not in by_path(collector.sample())  # a second in a row: not passed off as live figures
+        failing["on"] = False
+        assert path in by_path(collector.sample())  # and found again
         failing["on"] = True
         host.remove_cgroup(path)
         assert path not in by_path(collector.sample())  # gone for real: dropped as before

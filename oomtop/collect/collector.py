@@ -76,7 +76,8 @@ class Collector:
         self._tasks: dict[int, TaskReader] = {}
         self._kernel_threads: dict[int, TaskReader] = {}
         self._pid_filter = PidFilter()
-        self._unready: set[str] = set()  # v2 cgroups seen without the memory controller, looked at again
+        # cgroups still there but unreadable (v2 without memory files, reads that failed): looked at again
+        self._unready: set[str] = set()
         self._last_membership: dict[int, str] = {}
         self._last_order: dict[int, int] = {}
         self._last_slow = float("-inf")
@@ -245,10 +246,14 @@ class Collector:
                     membership[pid] = path
             for path in gone:
                 self._remove(path)
-                if self.hierarchy.version == 2 and os.path.isdir(self._directory(path)):
-                    self._unready.add(path)  # no memory files (yet): the controller may be enabled later
+                if os.path.isdir(self._directory(path)):
+                    # Still there: v2 without memory files (yet: the controller may be enabled later), or reads
+                    # that failed twice in a row; looked for again on the slow tick (inotify tells only of new
+                    # directories, so nothing else would bring it back).
+                    self._unready.add(path)
             if slow and self._unready:
-                for path in [p for p in self._unready if os.path.exists(self._directory(p) + "/memory.current")]:
+                usage_file = "/memory.current" if self.hierarchy.version == 2 else "/memory.usage_in_bytes"
+                for path in [p for p in self._unready if os.path.exists(self._directory(p) + usage_file)]:
                     self._unready.discard(path)
                     self._scan(path)
                 self._unready = {p for p in self._unready if os.path.isdir(self._directory(p))}
