@@ -368,6 +368,9 @@ async def test_a_kill_right_after_one_in_its_domain_is_explained_as_the_exit_rac
     app = make_app([sample, first, second])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        listing = app.event_pane.option_list
+        lines = [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)]
+        assert lines[0].endswith("exit race: 10 ms after 10196") and "exit race" not in lines[1]
         await pilot.press("e", "enter")  # the newest: the second kill
         await pilot.pause()
         assert isinstance(app.screen, ExplanationScreen) and app.screen.event.victim.pid == 10205

@@ -38,7 +38,10 @@ def prediction_mark(event: OomEvent) -> tuple[str, str]:
     return f"predicted {event.predicted_victim_pid}", "crit"
 
 
-def event_line(event: OomEvent, styles: Mapping[str, Style] | None = None) -> Text:
+def event_line(event: OomEvent, styles: Mapping[str, Style] | None = None,
+               race: tuple[float, int | None] | None = None) -> Text:
+    """One kill of the list; ``race``: (seconds, pid) of the kill before it in its domain when this one is the
+    kernel's exit race (see :func:`oomtop.explain.exit_race_gap_s`)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(clock_time(event.time), "bold")
     text.append("  ")
@@ -57,9 +60,27 @@ def event_line(event: OomEvent, styles: Mapping[str, Style] | None = None) -> Te
     text.append(f"  {domain}", "dim")
     mark, style = prediction_mark(event)
     text.append(f"  {mark}", (styles or {}).get(style) or ("dim" if style == "dim" else "bold"))
+    if race is not None:
+        text.append(f"  exit race: {race[0] * 1000:.0f} ms after {race[1] if race[1] is not None else '?'}", "dim")
     if event.historical:
         text.append("  (before start)", "dim")
     return text
+
+
+def exit_races(events: list[OomEvent]) -> list[tuple[float, int | None] | None]:
+    """For each kill of ``events`` (newest first): (seconds, pid) of the kill it followed in the kernel's exit
+    race, else None.  One pass from the oldest, remembering the last kill of each domain."""
+    from oomtop.explain import Explainer, exit_race_gap_s  # the explainer loads when the first kill comes
+
+    seen = Explainer()
+    races: list[tuple[float, int | None] | None] = []
+    for event in reversed(events):
+        previous = seen.previous(event)
+        seen.remember(event)
+        gap_s = exit_race_gap_s(event, previous)
+        races.append((gap_s, previous.victim.pid) if gap_s is not None and previous is not None else None)
+    races.reverse()
+    return races
 
 
 class EventPane(Vertical):
@@ -113,9 +134,8 @@ class EventPane(Vertical):
         previous = listing.highlighted if self.events else None
         self.events.insert(0, event)
         del self.events[MAX_EVENTS:]
-        styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
         listing.clear_options()
-        listing.add_options([Option(event_line(item, styles)) for item in self.events])
+        listing.add_options(self._options())
         if previous is not None:
             listing.highlighted = min(previous + 1, len(self.events) - 1)
         elif listing.has_focus:
@@ -128,11 +148,14 @@ class EventPane(Vertical):
         self.events = list(reversed(events))[:MAX_EVENTS]
         listing.clear_options()
         if self.events:
-            styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
-            listing.add_options([Option(event_line(item, styles)) for item in self.events])
+            listing.add_options(self._options())
         else:
             listing.add_options([Option(Text("no OOM kills seen", "dim", end=""), disabled=True)])
         self._title()
+
+    def _options(self) -> list[Option]:
+        styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
+        return [Option(event_line(item, styles, race)) for item, race in zip(self.events, exit_races(self.events))]
 
     def focus_newest(self) -> None:
         listing = self.option_list
