@@ -193,7 +193,6 @@ class CgroupReader:
         self._dirty = False
         self.active = True
         self.denied: set[str] = set()  # files this process may not read
-        self._carried: set[str] = set()  # files whose last read failed and whose last bytes stood in for them
         self.last: Cgroup | None = None
 
     def _read(self, name: str) -> bytes | None:
@@ -207,9 +206,6 @@ class CgroupReader:
                 # once a second: a kept descriptor would never see a process join.  Open it afresh each time.
                 budget = None if name == "cgroup.procs" and self.hierarchy.version == 1 else self._budget
                 handle = self._files[name] = KeptFile(os.path.join(self.directory, name), budget)
-                raw = handle.read()
-                self._carried.discard(name)
-                return raw
             return handle.read()  # type: ignore[union-attr]
         except FileNotFoundError:
             if not os.path.isdir(self.directory):
@@ -221,17 +217,9 @@ class CgroupReader:
                 self._files[name] = None
                 self.denied.add(name)
                 return None
-            last = self._raw.get(name)
-            if last is not None and name not in self._carried and os.path.isdir(self.directory):
-                # Still there: one read failed while the cgroup changed under it (seen mid-kill).  Open the file
-                # afresh next time and carry its last bytes once, rather than drop a living cgroup for a tick;
-                # a second failure in a row drops it as before (stale figures must not pass for live ones).
-                stale = self._files.pop(name, None)
-                if stale:
-                    stale.close()
-                self._carried.add(name)
-                return last
-            self._carried.discard(name)
+            # Another error: the cgroup is dropped from this Sample even if its directory is still there (a read
+            # that failed mid-kill); the collector looks for it again on its slow tick.  Its last bytes are not
+            # passed off as live figures: a kill counter read back one step would be counted twice.
             raise CgroupGone(self.path) from error
 
     def _changed(self, name: str) -> tuple[bool, bytes | None]:
