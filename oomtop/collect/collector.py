@@ -247,8 +247,8 @@ class Collector:
             for path in gone:
                 self._remove(path)
                 if os.path.isdir(self._directory(path)):
-                    # Still there: v2 without memory files (yet: the controller may be enabled later), or reads
-                    # that failed twice in a row; looked for again on the slow tick (inotify tells only of new
+                    # Still there: v2 without memory files (yet: the controller may be enabled later), or a read
+                    # that failed mid-change; looked for again on the slow tick (inotify tells only of new
                     # directories, so nothing else would bring it back).
                     self._unready.add(path)
             if slow and self._unready:
