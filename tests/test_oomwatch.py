@@ -344,3 +344,37 @@ def test_a_cgroup_left_out_of_one_sample_is_not_counted_again(tmp_path: Path, km
     assert [event.victim.pid for event in events] == [4242]
     collector.close()
     watcher.close()
+
+
+@pytest.mark.parametrize("log_first", [False, True], ids=["sample-first", "log-first"])
+def test_a_kill_seen_in_the_parent_while_its_cgroup_was_left_out_is_not_counted_again(
+        tmp_path: Path, kmsg: Kmsg, log_first: bool) -> None:
+    """A Sample leaves out the container (a read failed mid-kill) while the pod's hierarchical counter already
+    shows the kill; the log names it; when the container is read again, its own count of that kill is the one
+    already explained, not a second kill (seen twice in the v2 VM: one kill, a named event and a counter one)."""
+    from dataclasses import replace
+
+    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), kmsg)
+    counted = "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"
+    for path in ("/kubepods", "/kubepods/burstable", f"/kubepods/burstable/pod{POD}", CONTAINER):
+        host.set_file(path, "memory.events", counted)
+    host.set_file(CONTAINER, "memory.events.local", counted)
+    events: list = []
+    if log_first:
+        kmsg.send(block())
+        events += watcher.on_kmsg()
+        clock.now += 0.05
+    full = collector.sample()
+    events += watcher.on_sample(replace(full, cgroups=tuple(c for c in full.cgroups if c.path != CONTAINER)))
+    if not log_first:
+        clock.now += 0.05
+        kmsg.send(block())
+        events += watcher.on_kmsg()
+    clock.now += 0.1
+    events += watcher.tick()
+    clock.now += 0.5
+    events += watcher.on_sample(collector.sample())  # the container is read again: still one kill
+    events += run_out(watcher, clock)
+    assert [event.victim.pid for event in events] == [4242]
+    collector.close()
+    watcher.close()

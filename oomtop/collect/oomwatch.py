@@ -382,6 +382,14 @@ class OomWatcher:
         if count:
             self._group_debts.append(_GroupDebt(path, count, now))
 
+    def _credit_gone(self, path: str | None, kills: int) -> None:
+        """Kills the log placed in ``path`` and an ancestor's counter stood for while a Sample left ``path`` out:
+        its own counter shows them too when it is read again, so it goes on from past them (else one kill, two
+        events)."""
+        if path is not None and kills > 0 and path in self._gone_counts:
+            value, at = self._gone_counts[path]
+            self._gone_counts[path] = (value + kills, at)
+
     def _add_increment(self, path: str, count: int, now: float, sources: set[str], vanished: bool = False) -> None:
         if self._group_debts:
             self._group_debts = [d for d in self._group_debts if d.count > 0 and now - d.seen_at <= LOG_MATCH_WINDOW_S]
@@ -397,6 +405,8 @@ class OomWatcher:
                 used = min(count, logged.absorb)
                 logged.absorb -= used
                 count -= used
+                if vanished:
+                    self._credit_gone(logged.event.task_cgroup, used)
                 if count == 0:
                     return
         for pending in self._pending:
@@ -616,6 +626,8 @@ class OomWatcher:
                 absorb -= used
                 pending.count -= used
                 sources |= pending.sources
+                if pending.vanished_child:
+                    self._credit_gone(event.task_cgroup, used)
                 if pending.count == 0:
                     self._pending.remove(pending)
         if self.hierarchy is not None and event.task_cgroup and absorb:
