@@ -11,6 +11,7 @@ import pytest
 from oomtop.collect.cgroupfs import discover_hierarchy
 from oomtop.collect.collector import Collector
 from oomtop.collect.oomwatch import KmsgStream, OomWatcher
+from oomtop.model import Sample
 from tests import kernlog
 from tests.fakehost import FakeHost, FakeProcess
 
@@ -323,11 +324,16 @@ def test_v2_parent_count_before_the_log_of_a_removed_child_is_one_kill(tmp_path:
     assert [(event.victim.pid, event.task_cgroup) for event in events] == [(4242, CONTAINER)]
 
 
+def without_container(sample: Sample) -> Sample:
+    """The Sample as the collector gives it when a read of the container failed (it leaves the cgroup out)."""
+    from dataclasses import replace
+
+    return replace(sample, cgroups=tuple(c for c in sample.cgroups if c.path != CONTAINER))
+
+
 def test_a_cgroup_left_out_of_one_sample_is_not_counted_again(tmp_path: Path, kmsg: Kmsg) -> None:
     """A Sample can leave out a living cgroup (a read of it failed mid-kill, so the collector drops it until its
     next scan); when the cgroup is read again its kill count is the one already explained, not a new kill."""
-    from dataclasses import replace
-
     clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), kmsg)
     host.set_file(CONTAINER, "memory.events.local", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
     kmsg.send(block())
@@ -335,9 +341,8 @@ def test_a_cgroup_left_out_of_one_sample_is_not_counted_again(tmp_path: Path, km
     clock.now += 0.1
     events += watcher.tick()
     assert [event.victim.pid for event in events] == [4242]
-    full = collector.sample()
     clock.now += 0.5
-    events += watcher.on_sample(replace(full, cgroups=tuple(c for c in full.cgroups if c.path != CONTAINER)))
+    events += watcher.on_sample(without_container(collector.sample()))
     clock.now += 0.5
     events += watcher.on_sample(collector.sample())  # the container is read again: still one kill
     events += run_out(watcher, clock)
@@ -352,8 +357,6 @@ def test_a_kill_seen_in_the_parent_while_its_cgroup_was_left_out_is_not_counted_
     """A Sample leaves out the container (a read failed mid-kill) while the pod's hierarchical counter already
     shows the kill; the log names it; when the container is read again, its own count of that kill is the one
     already explained, not a second kill (seen twice in the v2 VM: one kill, a named event and a counter one)."""
-    from dataclasses import replace
-
     clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), kmsg)
     counted = "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"
     for path in ("/kubepods", "/kubepods/burstable", f"/kubepods/burstable/pod{POD}", CONTAINER):
@@ -364,8 +367,7 @@ def test_a_kill_seen_in_the_parent_while_its_cgroup_was_left_out_is_not_counted_
         kmsg.send(block())
         events += watcher.on_kmsg()
         clock.now += 0.05
-    full = collector.sample()
-    events += watcher.on_sample(replace(full, cgroups=tuple(c for c in full.cgroups if c.path != CONTAINER)))
+    events += watcher.on_sample(without_container(collector.sample()))
     if not log_first:
         clock.now += 0.05
         kmsg.send(block())
