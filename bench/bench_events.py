@@ -124,8 +124,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]  # nearest rank
 
 
-def summarize(row: Row, kills: list[Kill], events: list[Seen], tree: TestHierarchy, tail: KmsgTail,
-              clock: ClockCheck) -> None:
+def summarize(
+    row: Row, kills: list[Kill], events: list[Seen], tree: TestHierarchy, tail: KmsgTail, clock: ClockCheck
+) -> None:
     ours = [s for s in events if is_ours(s, tree, kills)]
     by_kill, stray = assign(ours, kills)
     logged = tail.kills()
@@ -144,9 +145,14 @@ def summarize(row: Row, kills: list[Kill], events: list[Seen], tree: TestHierarc
             continue
         row.dup += len(got) - 1
         if len(got) > 1:
-            row.notes.append(f"kill of {kill.pid}: {len(got)} events: " + " | ".join(
-                f"pid={s.victim_pid} source={','.join(s.event.get('source') or [])} "
-                f"task_cgroup={'set' if s.event.get('task_cgroup') else None}" for s in got))
+            row.notes.append(
+                f"kill of {kill.pid}: {len(got)} events: "
+                + " | ".join(
+                    f"pid={s.victim_pid} source={','.join(s.event.get('source') or [])} "
+                    f"task_cgroup={'set' if s.event.get('task_cgroup') else None}"
+                    for s in got
+                )
+            )
         first = got[0]
         if not (first.event.get("pod") and first.event.get("container")):
             row.no_identity += 1
@@ -156,17 +162,20 @@ def summarize(row: Row, kills: list[Kill], events: list[Seen], tree: TestHierarc
             continue
         killed_at = record.usec / 1e6 + clock.offset_s
         row.latencies_ms.append((first.t - killed_at) * 1e3)
-        row.details.append(f"{kill.pid}: {(first.t - killed_at) * 1e3:6.1f} ms, "
-                           f"{'full report' if kill.pid in reported else 'headless   '}, "
-                           f"source {','.join(first.event.get('source') or [])}, "
-                           f"{'placed' if first.event.get('task_cgroup') else 'unplaced'}")
+        row.details.append(
+            f"{kill.pid}: {(first.t - killed_at) * 1e3:6.1f} ms, "
+            f"{'full report' if kill.pid in reported else 'headless   '}, "
+            f"source {','.join(first.event.get('source') or [])}, "
+            f"{'placed' if first.event.get('task_cgroup') else 'unplaced'}"
+        )
         block = first.event.get("kernel_time_s")
         if isinstance(block, (int, float)):
             row.block_latencies_ms.append((first.t - (block + clock.offset_s)) * 1e3)
 
 
-def run_config(binary: str, mode: str, interval: float, count: int, burst: int, pace: float,
-               clock: ClockCheck) -> tuple[Row, Row | None]:
+def run_config(
+    binary: str, mode: str, interval: float, count: int, burst: int, pace: float, clock: ClockCheck
+) -> tuple[Row, Row | None]:
     flags = ["--interval", str(interval)] + (["--kmsg", "none"] if mode == "none" else [])
     label = f"{'kmsg' if mode == 'kmsg' else '--kmsg none'}, --interval {interval:g}"
     serial, bursty = Row(f"{label}: {count} kills one by one"), Row(f"{label}: burst of {burst}") if burst else None
@@ -174,7 +183,7 @@ def run_config(binary: str, mode: str, interval: float, count: int, burst: int, 
         pod = tree.add_pod("burstable", 2048 * MIB)
         containers = [tree.add_container(pod, 16 * MIB) for _ in range(count + burst)]
         with EventsProcess(*flags) as ev, KmsgTail() as tail:
-            ev.wait_watching(tree, [pod.path] + containers, kmsg=mode == "kmsg", timeout=30)
+            ev.wait_watching(tree, [pod.path, *containers], kmsg=mode == "kmsg", timeout=30)
             kills = []
             for i, container in enumerate(containers[:count]):
                 wait_for_report_budget(1)  # full reports for us, and for whoever else kills on this machine
@@ -195,10 +204,10 @@ def run_config(binary: str, mode: str, interval: float, count: int, burst: int, 
                 hogs = [new_hog(tree, binary, c, 40, f"oomb{count + i:03d}") for i, c in enumerate(containers[count:])]
                 kills = [kill_for(h, f"oomb{count + i:03d}", h.cgroup, pod) for i, h in enumerate(hogs)]
                 burst_start = time.monotonic()  # the one-by-one kills' events were all read before this
-                for hog, kill in zip(hogs, kills):
+                for hog, kill in zip(hogs, kills, strict=False):
                     kill.released_at = time.monotonic()
                     hog.join_and_go()
-                for hog, kill in zip(hogs, kills):
+                for hog, kill in zip(hogs, kills, strict=False):
                     wait_killed(hog, kill)
                 bursty.spread_s = max(k.died_at for k in kills) - min(k.released_at for k in kills)
                 log(f"  {label}: burst of {burst} within {bursty.spread_s:.2f}s")
@@ -227,14 +236,27 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         p95 = percentile(row.latencies_ms, 95)
         ok = row.missed == 0 and p95 is not None and p95 < TARGET_P95_MS
-        lines.append((row.label, str(row.kills), str(row.missed), str(row.dup), str(row.headless),
-                      str(row.no_identity), fmt(percentile(row.latencies_ms, 50)), fmt(p95),
-                      fmt(max(row.latencies_ms) if row.latencies_ms else None), "met" if ok else "NOT MET"))
+        lines.append(
+            (
+                row.label,
+                str(row.kills),
+                str(row.missed),
+                str(row.dup),
+                str(row.headless),
+                str(row.no_identity),
+                fmt(percentile(row.latencies_ms, 50)),
+                fmt(p95),
+                fmt(max(row.latencies_ms) if row.latencies_ms else None),
+                "met" if ok else "NOT MET",
+            )
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=False)))]
     out.append("  ".join("-" * w for w in widths))
     for line in lines:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        out.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=False)))
+        )
     return "\n".join(out)
 
 
@@ -245,8 +267,11 @@ def main() -> int:
     parser.add_argument("--intervals", default="0.5,2", help="--interval values to run (default 0.5,2)")
     parser.add_argument("--modes", default="kmsg,none", help="kmsg (the kernel log) and/or none (--kmsg none)")
     parser.add_argument("--pace", type=float, default=0.55, help="seconds between two kills (default 0.55)")
-    parser.add_argument("--detail", action="store_true",
-                        help="also print every burst kill: latency, full report or headless, detectors, placed or not")
+    parser.add_argument(
+        "--detail",
+        action="store_true",
+        help="also print every burst kill: latency, full report or headless, detectors, placed or not",
+    )
     args = parser.parse_args()
     reason = real_kernel_unavailable_reason() or kmsg_unavailable_reason()
     if reason:
@@ -260,8 +285,10 @@ def main() -> int:
     try:
         binary = build_hog(workdir)
         clock = measure_kmsg_clock()
-        log(f"kmsg stamps vs CLOCK_MONOTONIC: monotonic = kmsg + {clock.offset_s * 1e3:.3f} ms "
-            f"(+-{clock.uncertainty_s * 1e3:.3f} ms over {len(clock.samples)} probes)")
+        log(
+            f"kmsg stamps vs CLOCK_MONOTONIC: monotonic = kmsg + {clock.offset_s * 1e3:.3f} ms "
+            f"(+-{clock.uncertainty_s * 1e3:.3f} ms over {len(clock.samples)} probes)"
+        )
         log(f"command: {' '.join(events_command('--interval', 'S'))}")
         rows: list[Row] = []
         started = time.monotonic()
@@ -273,16 +300,20 @@ def main() -> int:
         after = measure_kmsg_clock()
         print(table(rows))
         print()
-        print(f"latency: kernel's 'Killed process' record (usec, + {clock.offset_s * 1e3:.2f} ms to CLOCK_MONOTONIC; "
-              f"{after.offset_s * 1e3:.2f} ms at the end) to the event line read from stdout.  target: p95 < "
-              f"{TARGET_P95_MS:.0f} ms, 0 missed.  missed: no event at all; dup: events beyond one per kill; headless: "
-              f"kills the kernel logged without their report header (rate limit); no id: first event without "
-              f"pod or container.  {time.monotonic() - started:.0f} s in all.")
+        print(
+            f"latency: kernel's 'Killed process' record (usec, + {clock.offset_s * 1e3:.2f} ms to CLOCK_MONOTONIC; "
+            f"{after.offset_s * 1e3:.2f} ms at the end) to the event line read from stdout.  target: p95 < "
+            f"{TARGET_P95_MS:.0f} ms, 0 missed.  missed: no event at all; dup: events beyond one per kill; headless: "
+            f"kills the kernel logged without their report header (rate limit); no id: first event without "
+            f"pod or container.  {time.monotonic() - started:.0f} s in all."
+        )
         for row in rows:
             if row.block_latencies_ms:
-                print(f"  {row.label}: from the event's kernel_time_s (start of the OOM report) p50 "
-                      f"{fmt(percentile(row.block_latencies_ms, 50))} / p95 {fmt(percentile(row.block_latencies_ms, 95))}"
-                      f" / max {fmt(max(row.block_latencies_ms))} ms")
+                print(
+                    f"  {row.label}: from the event's kernel_time_s (start of the OOM report) p50 "
+                    f"{fmt(percentile(row.block_latencies_ms, 50))} / p95 {fmt(percentile(row.block_latencies_ms, 95))}"
+                    f" / max {fmt(max(row.block_latencies_ms))} ms"
+                )
             if row.spread_s is not None:
                 print(f"  {row.label}: released and killed within {row.spread_s:.2f} s")
             for note in sorted(set(row.notes)):

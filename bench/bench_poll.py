@@ -19,6 +19,7 @@ Needs root and the v1 memory controller.  Everything it creates (cgroups, proces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import random
@@ -260,8 +261,10 @@ class Load:
         )
         if self.busy:
             busy_ctrs = {self.placed[pid] for pid in self.busy}
-            log(f"{len(self.busy)} of them can churn, in {len(busy_ctrs)} of {n_ctr} containers "
-                f"({len({os.path.dirname(c) for c in busy_ctrs})} of {len(self.pods)} pods)")
+            log(
+                f"{len(self.busy)} of them can churn, in {len(busy_ctrs)} of {n_ctr} containers "
+                f"({len({os.path.dirname(c) for c in busy_ctrs})} of {len(self.pods)} pods)"
+            )
 
     # -- the busy phase
 
@@ -300,7 +303,7 @@ class Load:
                 pass
             try:
                 stat = read_file(f"/proc/{pid}/stat")
-                f = stat[stat.rindex(b")") + 2:].split()
+                f = stat[stat.rindex(b")") + 2 :].split()
                 total += (int(f[11]) + int(f[12])) / tck
             except (OSError, ValueError, IndexError):
                 pass
@@ -311,32 +314,24 @@ class Load:
     def close(self) -> list[str]:
         problems: list[str] = []
         for pid in self.children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for fd in (self.release_w, self.release_r):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.release_w = self.release_r = -1
         for pid in self.children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         self.children.clear()
         if os.path.isdir(self.base):
             # Anything still listed in our own tree was put there by us: kill it too.
             for dirpath, _dirs, _files in os.walk(self.base):
                 try:
                     for p in read_file(os.path.join(dirpath, "cgroup.procs")).split():
-                        try:
+                        with contextlib.suppress(ProcessLookupError):
                             os.kill(int(p), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
                 except OSError:
                     pass
             dirs = [d for d, _s, _f in os.walk(self.base, topdown=False)]
@@ -404,7 +399,7 @@ def kernel_threads() -> frozenset[bytes]:
         if name.isdigit():
             try:
                 stat = read_file(f"/proc/{name}/stat")
-                flags = int(stat[stat.rindex(b")") + 2:].split()[6])
+                flags = int(stat[stat.rindex(b")") + 2 :].split()[6])
             except (OSError, ValueError, IndexError):
                 continue
             if flags & 0x00200000:
@@ -418,8 +413,10 @@ class FloorOpenRead:
     def __init__(self, cgdirs: list[str], kthreads: frozenset[bytes]) -> None:
         self.kthreads = kthreads
         self.files = [
-            tuple(os.fsencode(os.path.join(d, n)) for n in
-                  ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control"))
+            tuple(
+                os.fsencode(os.path.join(d, n))
+                for n in ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control")
+            )
             for d in cgdirs
         ]
         self.tasks = 0
@@ -429,10 +426,18 @@ class FloorOpenRead:
         n = 0
         for procs, usage, stat, oom in self.files:
             try:
-                fd = o(procs, RD); data = r(fd, 65536); c(fd)  # noqa: E702
-                fd = o(usage, RD); r(fd, 65536); c(fd)  # noqa: E702
-                fd = o(stat, RD); r(fd, 65536); c(fd)  # noqa: E702
-                fd = o(oom, RD); r(fd, 65536); c(fd)  # noqa: E702
+                fd = o(procs, RD)
+                data = r(fd, 65536)
+                c(fd)
+                fd = o(usage, RD)
+                r(fd, 65536)
+                c(fd)
+                fd = o(stat, RD)
+                r(fd, 65536)
+                c(fd)
+                fd = o(oom, RD)
+                r(fd, 65536)
+                c(fd)
             except OSError:
                 continue
             for p in data.split():
@@ -442,10 +447,8 @@ class FloorOpenRead:
                     fd = o(b"/proc/" + p + b"/statm", RD)
                 except OSError:
                     continue
-                try:
+                with contextlib.suppress(OSError):
                     r(fd, 65536)
-                except OSError:
-                    pass
                 c(fd)
                 n += 1
         self.tasks = n
@@ -458,12 +461,13 @@ class FloorPread:
         self.kthreads = kthreads
         self.cg = []
         for d in cgdirs:
-            try:
-                self.cg.append(tuple(os.open(os.path.join(d, n), os.O_RDONLY | os.O_CLOEXEC) for n in
-                                     ("cgroup.procs", "memory.usage_in_bytes", "memory.stat",
-                                      "memory.oom_control")))
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                self.cg.append(
+                    tuple(
+                        os.open(os.path.join(d, n), os.O_RDONLY | os.O_CLOEXEC)
+                        for n in ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control")
+                    )
+                )
         self.task_fds: dict[bytes, int] = {}
         self.tasks = 0
 
@@ -514,9 +518,16 @@ class FloorFullSweep:
     def __init__(self, cgdirs: list[str], kthreads: frozenset[bytes]) -> None:
         self.kthreads = kthreads
         self.files = [
-            tuple(os.fsencode(os.path.join(d, n)) for n in
-                  ("cgroup.procs", "memory.usage_in_bytes", "memory.stat", "memory.oom_control",
-                   "memory.limit_in_bytes"))
+            tuple(
+                os.fsencode(os.path.join(d, n))
+                for n in (
+                    "cgroup.procs",
+                    "memory.usage_in_bytes",
+                    "memory.stat",
+                    "memory.oom_control",
+                    "memory.limit_in_bytes",
+                )
+            )
             for d in cgdirs
         ]
         self.tasks = 0
@@ -526,9 +537,13 @@ class FloorFullSweep:
         n = 0
         for procs, *rest in self.files:
             try:
-                fd = o(procs, RD); data = r(fd, 65536); c(fd)  # noqa: E702
+                fd = o(procs, RD)
+                data = r(fd, 65536)
+                c(fd)
                 for path in rest:
-                    fd = o(path, RD); r(fd, 65536); c(fd)  # noqa: E702
+                    fd = o(path, RD)
+                    r(fd, 65536)
+                    c(fd)
             except OSError:
                 continue
             for p in data.split():
@@ -540,10 +555,8 @@ class FloorFullSweep:
                         fd = o(path, RD)
                     except OSError:
                         continue
-                    try:
+                    with contextlib.suppress(OSError):
                         r(fd, 65536)
-                    except OSError:
-                        pass
                     c(fd)
                 n += 1
         self.tasks = n
@@ -628,15 +641,17 @@ def wait_for_collector(timeout: float, log):
             try:
                 for name in [m for m in sys.modules if m == "oomtop" or m.startswith("oomtop.")]:
                     del sys.modules[name]
-                from oomtop.collect.collector import Collector, CollectorConfig  # noqa: PLC0415
+                from oomtop.collect.collector import Collector, CollectorConfig
 
                 return Collector, CollectorConfig, None
-            except Exception as e:  # a half-written module: try again later
+            except Exception as e:  # noqa: BLE001
                 last_err = f"{type(e).__name__}: {e}"
         if time.monotonic() >= deadline:
             return None, None, last_err or f"{COLLECTOR_FILE} does not exist"
         if not announced:
-            log(f"waiting up to {timeout / 60:.0f} min for {os.path.relpath(COLLECTOR_FILE, REPO)} to be importable ...")
+            log(
+                f"waiting up to {timeout / 60:.0f} min for {os.path.relpath(COLLECTOR_FILE, REPO)} to be importable ..."
+            )
             announced = True
         time.sleep(min(20.0, max(0.0, deadline - time.monotonic())))
 
@@ -675,14 +690,12 @@ def bench_oomtop(Collector, CollectorConfig, rounds: int, hz: float, log):
             try:
                 v = getattr(c, attr)
                 info[attr] = v() if callable(v) else v
-            except Exception as e:  # an optional diagnostic must not sink the run
+            except Exception as e:  # noqa: BLE001
                 info[attr] = f"<{type(e).__name__}: {e}>"
     close = getattr(c, "close", None)
     if callable(close):
-        try:
+        with contextlib.suppress(Exception):
             close()
-        except Exception:
-            pass
     return info
 
 
@@ -706,15 +719,27 @@ def main() -> int:
     ap.add_argument("--atop-samples", default="2,6", help="atop: the two sample counts (default 2,6)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the top difference (median)")
     ap.add_argument("--atop-reps", type=int, default=1)
-    ap.add_argument("--wait-collector", type=float, default=45 * 60,
-                    help="seconds to wait for oomtop/collect/collector.py to become importable (default 2700)")
-    ap.add_argument("--busy", type=float, default=25.0, metavar="PCT",
-                    help="after the idle phase, measure oomtop again while PCT %% of the sleepers (in about PCT %% "
-                         "of the containers) churn memory every 50 ms; 0 = idle phase only (default 25)")
+    ap.add_argument(
+        "--wait-collector",
+        type=float,
+        default=45 * 60,
+        help="seconds to wait for oomtop/collect/collector.py to become importable (default 2700)",
+    )
+    ap.add_argument(
+        "--busy",
+        type=float,
+        default=25.0,
+        metavar="PCT",
+        help="after the idle phase, measure oomtop again while PCT %% of the sleepers (in about PCT %% "
+        "of the containers) churn memory every 50 ms; 0 = idle phase only (default 25)",
+    )
     ap.add_argument("--no-oomtop", action="store_true", help="skip the collector (test the rest)")
     ap.add_argument("--no-external", action="store_true", help="skip top and atop")
-    ap.add_argument("--remove-stale", action="store_true",
-                    help="only remove oomtop-bench-* trees left by a bench that was SIGKILLed, then exit")
+    ap.add_argument(
+        "--remove-stale",
+        action="store_true",
+        help="only remove oomtop-bench-* trees left by a bench that was SIGKILLed, then exit",
+    )
     args = ap.parse_args()
     if args.remove_stale:
         return remove_stale()
@@ -749,9 +774,12 @@ def main() -> int:
         results["cgroups_seen"] = len(cgdirs)
         results["kthreads"] = len(kt)
         busy_ctrs = {load.placed[pid] for pid in load.busy}
-        results["busy_load"] = {"sleepers": len(load.busy), "containers": len(busy_ctrs),
-                                "all_containers": len(load.containers),
-                                "pods": len({os.path.dirname(c) for c in busy_ctrs})}
+        results["busy_load"] = {
+            "sleepers": len(load.busy),
+            "containers": len(busy_ctrs),
+            "all_containers": len(load.containers),
+            "pods": len({os.path.dirname(c) for c in busy_ctrs}),
+        }
 
         # a. oomtop, once per phase: idle (every sleeper paused), then busy (load.busy churning)
         phases = [("idle", 0.0)] + ([(f"busy {args.busy:g}%", args.busy)] if args.busy > 0 and load.busy else [])
@@ -780,7 +808,7 @@ def main() -> int:
                 log(f"oomtop ({name}): cold sample + {args.rounds} warm samples at {args.hz:g} Hz")
                 try:
                     ph["oomtop"] = bench_oomtop(Collector, CollectorConfig, args.rounds, args.hz, log)
-                except Exception as e:
+                except Exception as e:  # a failed phase is reported in the table; the others still run  # noqa: BLE001
                     ph["oomtop_error"] = f"collector failed: {type(e).__name__}: {e}"
                     log(ph["oomtop_error"])
                     traceback.print_exc()
@@ -823,8 +851,11 @@ def main() -> int:
                     results["top"] = per_sample_by_difference(
                         runner,
                         lambda k: ["top", "-b", "-n", str(k)] + (["-d", "0.1"] if k > 1 else []),
-                        1, 1 + n, args.reps)
-                except Exception as e:
+                        1,
+                        1 + n,
+                        args.reps,
+                    )
+                except Exception as e:  # a failed comparison is reported in the table; the others still run  # noqa: BLE001
                     results["top_error"] = f"failed: {e}"
             else:
                 results["top_error"] = "not installed"
@@ -833,15 +864,16 @@ def main() -> int:
                 env = dict(os.environ, ATOPACCT="")  # no process accounting: atop must not switch acct on
                 try:
                     results["atop"] = per_sample_by_difference(
-                        runner, lambda k: ["atop", "1", str(k)], atop_lo, atop_hi, args.atop_reps, env)
-                except Exception as e:
+                        runner, lambda k: ["atop", "1", str(k)], atop_lo, atop_hi, args.atop_reps, env
+                    )
+                except Exception as e:  # a failed comparison is reported in the table; the others still run  # noqa: BLE001
                     results["atop_error"] = f"failed: {e}"
             else:
                 results["atop_error"] = "not installed"
     except (KeyboardInterrupt, Interrupted) as e:
         log(f"interrupted ({str(e) or 'SIGINT'}); cleaning up")
         rc = 130
-    except Exception:
+    except Exception:  # the load must be cleaned up whatever failed  # noqa: BLE001
         traceback.print_exc()
         rc = 1
     finally:
@@ -866,31 +898,46 @@ def main() -> int:
 
 
 def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
-    ms = lambda xs: statistics.fmean(xs) * 1000 if xs else None  # noqa: E731
-    p50 = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    def ms(xs):
+        return statistics.fmean(xs) * 1000 if xs else None
+
+    def p50(xs):
+        return statistics.median(xs) * 1000
+
     phases = r.get("phases", [])
     W = 10  # width of a phase column
     out = []
     out.append("")
-    out.append(f"oomtop poll benchmark: {args.pods} pods x {args.containers_per_pod} containers, {args.procs} sleepers; "
-               f"{args.rounds} rounds at {'back-to-back' if args.hz <= 0 else f'{args.hz:g} Hz'}; "
-               f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus")
-    out.append(f"node: {r.get('cgroups_seen', '?')} memory cgroups, {r.get('kthreads', '?')} kernel threads "
-               "(listed in the root's cgroup.procs; the floors skip them as the collector does)")
+    out.append(
+        f"oomtop poll benchmark: {args.pods} pods x {args.containers_per_pod} containers, {args.procs} sleepers; "
+        f"{args.rounds} rounds at {'back-to-back' if args.hz <= 0 else f'{args.hz:g} Hz'}; "
+        f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus"
+    )
+    out.append(
+        f"node: {r.get('cgroups_seen', '?')} memory cgroups, {r.get('kthreads', '?')} kernel threads "
+        "(listed in the root's cgroup.procs; the floors skip them as the collector does)"
+    )
     busy = [ph for ph in phases if ph["pct"]]
     if busy:
         b = r.get("busy_load", {})
-        out.append(f"load: idle = every sleeper paused; busy = {b.get('sleepers', '?')} of {args.procs} sleepers in "
-                   f"{b.get('containers', '?')} of {b.get('all_containers', '?')} containers ({b.get('pods', '?')} pods) "
-                   "every 50 ms alternately touch up to a new 256 KiB-1 MiB / MADV_DONTNEED down to a new 0-252 KiB")
-    motion = "; ".join(f"{ph['name']} {ph['motion'][0]}/{ph['motion'][2]} (any change: {ph['motion'][1]})"
-                       for ph in phases if "motion" in ph)
+        out.append(
+            f"load: idle = every sleeper paused; busy = {b.get('sleepers', '?')} of {args.procs} sleepers in "
+            f"{b.get('containers', '?')} of {b.get('all_containers', '?')} containers ({b.get('pods', '?')} pods) "
+            "every 50 ms alternately touch up to a new 256 KiB-1 MiB / MADV_DONTNEED down to a new 0-252 KiB"
+        )
+    motion = "; ".join(
+        f"{ph['name']} {ph['motion'][0]}/{ph['motion'][2]} (any change: {ph['motion'][1]})"
+        for ph in phases
+        if "motion" in ph
+    )
     if motion:
         out.append(f"bench containers whose memory.usage_in_bytes moved in each of 4 intervals of 100 ms: {motion}")
     for ph in busy:
         if "sleeper_cpu" in ph:
-            out.append(f"the churning sleepers themselves used {ph['sleeper_cpu'] * 100:.0f} % of one core during "
-                       f"{ph['name']} (of {os.cpu_count()} cpus)")
+            out.append(
+                f"the churning sleepers themselves used {ph['sleeper_cpu'] * 100:.0f} % of one core during "
+                f"{ph['name']} (of {os.cpu_count()} cpus)"
+            )
 
     def cells(values, fmt="{:.3f}") -> str:
         return " ".join(f"{'-' if v is None else fmt.format(v):>{W}}" for v in values)
@@ -903,30 +950,53 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     os_ = [ph.get("oomtop") for ph in phases]
     if not any(os_):
         err = next((ph.get("oomtop_error") for ph in phases if ph.get("oomtop_error")), None)
-        out.append(f"  {'oomtop':<44} " + cells([None] * len(names)) + f"  {err or r.get('oomtop_error', 'skipped (--no-oomtop)')}")
+        out.append(
+            f"  {'oomtop':<44} "
+            + cells([None] * len(names))
+            + f"  {err or r.get('oomtop_error', 'skipped (--no-oomtop)')}"
+        )
     else:
-        get = lambda f: [f(o) if o else None for o in os_]  # noqa: E731
+
+        def get(f):
+            return [f(o) if o else None for o in os_]
+
         warm = get(lambda o: ms(o["warm"]))
         init = ", ".join(f"{o['init'] * 1000:.1f}" for o in os_ if o)
-        out.append(f"  {'cold (1st sample)':<44} " + cells(get(lambda o: o["cold"] * 1000)) + f"  + Collector() {init} ms")
+        out.append(
+            f"  {'cold (1st sample)':<44} " + cells(get(lambda o: o["cold"] * 1000)) + f"  + Collector() {init} ms"
+        )
         out.append(f"  {'warm mean':<44} " + cells(warm) + "  the row the ratios use")
         out.append(f"  {'warm p50':<44} " + cells(get(lambda o: p50(o["warm"]))))
-        out.append(f"  {'warm max':<44} " + cells(get(lambda o: max(o["warm"]) * 1000))
-                   + "  a slow tick (limits etc., once a second) re-reads all")
-        out.append(f"  {'warm mean at 10 Hz, % of one core':<44} "
-                   + cells([w * 10 / 1000 * 100 if w is not None else None for w in warm], "{:.2f}%"))
+        out.append(
+            f"  {'warm max':<44} "
+            + cells(get(lambda o: max(o["warm"]) * 1000))
+            + "  a slow tick (limits etc., once a second) re-reads all"
+        )
+        out.append(
+            f"  {'warm mean at 10 Hz, % of one core':<44} "
+            + cells([w * 10 / 1000 * 100 if w is not None else None for w in warm], "{:.2f}%")
+        )
 
         def reads(o, which):
             ps = [p for p in o.get("polls", ()) if which is None or p[1] == which]
             return statistics.fmean(p[0] for p in ps) if ps else None
 
-        out.append(f"  {'collector.stats task_reads per warm poll':<44} " + cells(get(lambda o: reads(o, None)), "{:.1f}")
-                   + "  mean over all warm polls")
-        out.append(f"  {'  ... on fast ticks only':<44} " + cells(get(lambda o: reads(o, False)), "{:.1f}")
-                   + "  (slow ticks: "
-                   + ", ".join(f"{sum(p[1] for p in o['polls'])} x {reads(o, True) or 0:.0f}" for o in os_ if o) + ")")
-        out.append(f"  {'cgroups / tasks in the last sample':<44} "
-                   + " ".join(f"{str(o['cgroups']) + '/' + str(o['tasks']) if o else '-':>{W}}" for o in os_))
+        out.append(
+            f"  {'collector.stats task_reads per warm poll':<44} "
+            + cells(get(lambda o: reads(o, None)), "{:.1f}")
+            + "  mean over all warm polls"
+        )
+        out.append(
+            f"  {'  ... on fast ticks only':<44} "
+            + cells(get(lambda o: reads(o, False)), "{:.1f}")
+            + "  (slow ticks: "
+            + ", ".join(f"{sum(p[1] for p in o['polls'])} x {reads(o, True) or 0:.0f}" for o in os_ if o)
+            + ")"
+        )
+        out.append(
+            f"  {'cgroups / tasks in the last sample':<44} "
+            + " ".join(f"{str(o['cgroups']) + '/' + str(o['tasks']) if o else '-':>{W}}" for o in os_)
+        )
         for ph in phases:
             if ph.get("oomtop_error"):
                 out.append(f"  {ph['name']}: {ph['oomtop_error']}")
@@ -937,31 +1007,48 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     out.append(f"  {'-' * 44} {'-' * 10} {'-' * 12}  {'-' * 30}")
     ft = r.get("floor_tasks", ("?", "?", "?"))
     floors = {}
-    for key, label, tasks in (("floor_open", "floor (i) open+read+close", ft[0]),
-                              ("floor_pread", "floor (ii) kept fds + os.pread", ft[1]),
-                              ("floor_full", "floor full sweep open+read+close", ft[2])):
+    for key, label, tasks in (
+        ("floor_open", "floor (i) open+read+close", ft[0]),
+        ("floor_pread", "floor (ii) kept fds + os.pread", ft[1]),
+        ("floor_full", "floor full sweep open+read+close", ft[2]),
+    ):
         if key in r:
             floors[key] = ms(r[key])
             out.append(fmt_row(label, floors[key], f"p50 {p50(r[key]):.3f}; {tasks} tasks"))
     for ph in busy:
         if "floor_pread" in ph:
-            out.append(fmt_row(f"(check) floor (ii) during {ph['name']}", ms(ph["floor_pread"]),
-                               f"p50 {p50(ph['floor_pread']):.3f}; {ph['floor_tasks']} tasks; not used in ratios"))
+            out.append(
+                fmt_row(
+                    f"(check) floor (ii) during {ph['name']}",
+                    ms(ph["floor_pread"]),
+                    f"p50 {p50(ph['floor_pread']):.3f}; {ph['floor_tasks']} tasks; not used in ratios",
+                )
+            )
     if "walk" in r:
         out.append(fmt_row("(info) cgroup tree walk, os.scandir", ms(r["walk"]), "not part of the floors"))
     ext = {}
     if "top" in r:
         ext["top"], raw = r["top"]
         ext["top"] *= 1000
-        out.append(fmt_row(f"top -b -d 0.1 (n={1 + args.top_samples} minus n=1)", ext["top"],
-                           "n=1 costs " + ", ".join(f"{lo * 1000:.0f}" for lo, _ in raw) + " ms"))
+        out.append(
+            fmt_row(
+                f"top -b -d 0.1 (n={1 + args.top_samples} minus n=1)",
+                ext["top"],
+                "n=1 costs " + ", ".join(f"{lo * 1000:.0f}" for lo, _ in raw) + " ms",
+            )
+        )
     elif "top_error" in r:
         out.append(f"  top: {r['top_error']}")
     if "atop" in r:
         ext["atop"], raw = r["atop"]
         ext["atop"] *= 1000
-        out.append(fmt_row(f"atop 1 N (N={atop_hi} minus N={atop_lo})", ext["atop"],
-                           "N=%d costs " % atop_lo + ", ".join(f"{lo * 1000:.0f}" for lo, _ in raw) + " ms"))
+        out.append(
+            fmt_row(
+                f"atop 1 N (N={atop_hi} minus N={atop_lo})",
+                ext["atop"],
+                f"N={atop_lo} costs " + ", ".join(f"{lo * 1000:.0f}" for lo, _ in raw) + " ms",
+            )
+        )
     elif "atop_error" in r:
         out.append(f"  atop: {r['atop_error']}")
 
@@ -972,8 +1059,11 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
 
     def ratio(label, nums, den, target, ok, fmt="{:.2f}"):
         vals = [n / den if n is not None and den else None for n in nums]
-        verdict = "n/a" if all(v is None for v in vals) else (
-            " / ".join("-" if v is None else ("ok" if ok(v) else "MISS") for v in vals) if ok else "")
+        verdict = (
+            "n/a"
+            if all(v is None for v in vals)
+            else (" / ".join("-" if v is None else ("ok" if ok(v) else "MISS") for v in vals) if ok else "")
+        )
         out.append(f"  {label:<44} " + cells(vals, fmt) + f" {target:>8}  {verdict}")
 
     warm = [ms(o["warm"]) if o else None for o in os_] or [None]
@@ -981,8 +1071,14 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
     ratio("oomtop warm / floor (i) open+read+close", warm, floors.get("floor_open"), "<= 1.5", lambda v: v <= 1.5)
     ratio("oomtop warm / floor (ii) kept fds", warm, floors.get("floor_pread"), "<= 1.5", lambda v: v <= 1.5)
     ratio("oomtop cold / floor full sweep", cold, floors.get("floor_full"), "-", None)
-    ratio("oomtop warm at 10 Hz, % of one core", [w * 10 / 1000 * 100 if w is not None else None for w in warm],
-          1.0, "< 20%", lambda v: v < 20, "{:.2f}%")
+    ratio(
+        "oomtop warm at 10 Hz, % of one core",
+        [w * 10 / 1000 * 100 if w is not None else None for w in warm],
+        1.0,
+        "< 20%",
+        lambda v: v < 20,
+        "{:.2f}%",
+    )
     ratio("oomtop warm / top (per sample)", warm, ext.get("top"), "< 1", lambda v: v < 1)
     ratio("oomtop cold / top (per sample)", cold, ext.get("top"), "-", None)
     ratio("oomtop warm / atop (per sample)", warm, ext.get("atop"), "-", None)
@@ -996,7 +1092,9 @@ def report(args, r: dict, atop_lo: int, atop_hi: int) -> None:
         for attr in ("last_reads", "stats"):
             if attr in o:
                 text = repr(o[attr])
-                out.append(f"  collector.{attr} ({ph['name']}, last poll): {text[:600]}{' ...' if len(text) > 600 else ''}")
+                out.append(
+                    f"  collector.{attr} ({ph['name']}, last poll): {text[:600]}{' ...' if len(text) > 600 else ''}"
+                )
     print("\n".join(out), flush=True)
 
 

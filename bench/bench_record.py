@@ -163,13 +163,29 @@ def composition(path: str) -> dict:
 
     with open(path, "rb") as handle:
         data = handle.read()
-    parts = {"keyframes": 0, "tasks": 0, "task_order": 0, "cgroups": 0, "cgroup_order": 0, "identities": 0,
-             "node+warnings+times": 0}
-    counts = {"deltas": 0, "keyframes": 0, "task_order_changes": 0, "cgroup_order_changes": 0, "task_records": 0,
-              "cgroup_records": 0}
+    parts = {
+        "keyframes": 0,
+        "tasks": 0,
+        "task_order": 0,
+        "cgroups": 0,
+        "cgroup_order": 0,
+        "identities": 0,
+        "node+warnings+times": 0,
+    }
+    counts = {
+        "deltas": 0,
+        "keyframes": 0,
+        "task_order_changes": 0,
+        "cgroup_order_changes": 0,
+        "task_records": 0,
+        "cgroup_records": 0,
+    }
     decompressor = None
     buffer = b""
-    size = lambda value: len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+    def size(value):
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
     for frame in scan(data, len(MAGIC)):
         if not isinstance(frame, Frame) or frame.type != DATA:
             continue
@@ -203,8 +219,14 @@ def composition(path: str) -> dict:
 def atop_samples(path: str) -> int | None:
     """Samples in an atop raw file, counted by ``atop -r FILE -P CPU`` (one "CPU" line per sample, after a SEP)."""
     try:
-        out = subprocess.run(["atop", "-r", path, "-P", "CPU"], capture_output=True, text=True, timeout=300,
-                             env=dict(os.environ, ATOPACCT=""), check=False)
+        out = subprocess.run(
+            ["atop", "-r", path, "-P", "CPU"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, ATOPACCT=""),
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return sum(1 for line in out.stdout.splitlines() if line.startswith("CPU ")) or None
@@ -214,8 +236,13 @@ def ensure_atop(log) -> str | None:  # type: ignore[no-untyped-def]
     if shutil.which("atop"):
         return None
     log("atop is not installed: apt-get install -y atop")
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "atop"], capture_output=True, text=True,
-                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), check=False)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "atop"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        check=False,
+    )
     if done.returncode != 0 or not shutil.which("atop"):
         return f"atop could not be installed: {done.stderr.strip()[-200:]}"
     # Debian's package starts an atop daemon and an accounting service of its own: not part of this measurement.
@@ -236,8 +263,13 @@ def run(args: argparse.Namespace, log) -> dict:  # type: ignore[no-untyped-def]
         if problem:
             results["atop_error"] = problem
         load.build(args.pods, args.containers_per_pod, args.procs, args.busy, log)
-        results["load"] = {"pods": len(load.pods), "containers": len(load.containers), "procs": len(load.children),
-                           "busy": len(load.busy), "busy_containers": len({load.placed[p] for p in load.busy})}
+        results["load"] = {
+            "pods": len(load.pods),
+            "containers": len(load.containers),
+            "procs": len(load.children),
+            "busy": len(load.busy),
+            "busy_containers": len({load.placed[p] for p in load.busy}),
+        }
         if load.busy:
             load.churn(True)
             time.sleep(0.5)
@@ -248,7 +280,11 @@ def run(args: argparse.Namespace, log) -> dict:  # type: ignore[no-untyped-def]
         cpu0, wall0 = load.busy_cpu(), time.monotonic()
         a = oomtop_record(oomtop_file, 1.0, seconds, os.path.join(workdir, "oomtop-1s.stderr"))
         procs.append(a)
-        b = atop_record(atop_file, seconds, os.path.join(workdir, "atop.stderr")) if "atop_error" not in results else None
+        b = (
+            atop_record(atop_file, seconds, os.path.join(workdir, "atop.stderr"))
+            if "atop_error" not in results
+            else None
+        )
         if b is not None:
             procs.append(b)
         next_progress = time.monotonic() + 60
@@ -271,9 +307,11 @@ def run(args: argparse.Namespace, log) -> dict:  # type: ignore[no-untyped-def]
                 raise RuntimeError("a recorder ran more than 2 minutes past its duration")
         if marks["start"] and marks["end"]:
             (t1, a1, b1), (t2, a2, b2) = marks["start"][0], marks["end"][0]
-            results["steady"] = {"seconds": t2 - t1,
-                                 "oomtop": (a2 - a1) / (t2 - t1) if a1 is not None and a2 is not None else None,
-                                 "atop": (b2 - b1) / (t2 - t1) if b1 is not None and b2 is not None else None}
+            results["steady"] = {
+                "seconds": t2 - t1,
+                "oomtop": (a2 - a1) / (t2 - t1) if a1 is not None and a2 is not None else None,
+                "atop": (b2 - b1) / (t2 - t1) if b1 is not None and b2 is not None else None,
+            }
         results["sleeper_cpu"] = (load.busy_cpu() - cpu0) / max(1e-9, time.monotonic() - wall0)
         results["a"] = {"proc": a, "size": os.path.getsize(oomtop_file), "seconds": seconds}
         if a.exit_code != 0:
@@ -320,14 +358,18 @@ def report(r: dict) -> str:
     a, b, c = r.get("a"), r.get("b"), r.get("c")
     load = r.get("load", {})
     out = [""]
-    out.append(f"oomtop recording benchmark: {load.get('pods', '?')} pods x {args.containers_per_pod} containers, "
-               f"{load.get('procs', '?')} sleepers ({load.get('busy', 0)} churning every 50 ms in "
-               f"{load.get('busy_containers', 0)} containers), {args.minutes:g} min at 1 s side by side; "
-               f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus")
+    out.append(
+        f"oomtop recording benchmark: {load.get('pods', '?')} pods x {args.containers_per_pod} containers, "
+        f"{load.get('procs', '?')} sleepers ({load.get('busy', 0)} churning every 50 ms in "
+        f"{load.get('busy_containers', 0)} containers), {args.minutes:g} min at 1 s side by side; "
+        f"Python {sys.version.split()[0]}, Linux {os.uname().release}, {os.cpu_count()} cpus"
+    )
     if a:
-        out.append(f"oomtop's recording: {a['samples']} samples over {a['span']:.0f} s, {a['segments']} segments, last "
-                   f"sample {a['cgroups']} cgroups / {a['tasks']} tasks, {a['events']} kills, "
-                   f"{'complete' if a['complete'] else 'not closed'}, damage: {a['damage'] or 'none'}")
+        out.append(
+            f"oomtop's recording: {a['samples']} samples over {a['span']:.0f} s, {a['segments']} segments, last "
+            f"sample {a['cgroups']} cgroups / {a['tasks']} tasks, {a['events']} kills, "
+            f"{'complete' if a['complete'] else 'not closed'}, damage: {a['damage'] or 'none'}"
+        )
     if "sleeper_cpu" in r:
         out.append(f"the churning sleepers themselves used {r['sleeper_cpu'] * 100:.1f} % of one core meanwhile")
     out.append("")
@@ -339,7 +381,10 @@ def report(r: dict) -> str:
 
     pa = a["proc"] if a else None
     pb = b["proc"] if b else None
-    fmt_mb = lambda n: f"{n / MB:.2f} MB"
+
+    def fmt_mb(n):
+        return f"{n / MB:.2f} MB"
+
     row(f"file after {args.minutes:g} min at 1 s", fmt_mb(a["size"]) if a else "-", fmt_mb(b["size"]) if b else "-")
     samples_b = b.get("samples") if b else None
     row("samples in the file", a["samples"] if a else "-", samples_b or (f"~{int(args.minutes * 60)}" if b else "-"))
@@ -347,10 +392,21 @@ def report(r: dict) -> str:
     per_b = b["size"] / max(1, samples_b or int(args.minutes * 60)) if b else None
     row("bytes per sample at 1 s", f"{per_a:,.0f}" if per_a else "-", f"{per_b:,.0f}" if per_b else "-")
     row("CPU s (user + sys, whole process)", f"{pa.cpu:.2f}" if pa else "-", f"{pb.cpu:.2f}" if pb else "-")
-    row("  user / sys", f"{pa.user:.1f} / {pa.system:.1f}" if pa else "-", f"{pb.user:.1f} / {pb.system:.1f}" if pb else "-")
-    row("CPU, % of one core", f"{pa.cpu / pa.wall * 100:.2f}%" if pa else "-", f"{pb.cpu / pb.wall * 100:.2f}%" if pb else "-")
-    row("CPU ms per sample", f"{pa.cpu / max(1, a['samples']) * 1000:.1f}" if pa else "-",
-        f"{pb.cpu / max(1, samples_b or int(args.minutes * 60)) * 1000:.1f}" if pb else "-")
+    row(
+        "  user / sys",
+        f"{pa.user:.1f} / {pa.system:.1f}" if pa else "-",
+        f"{pb.user:.1f} / {pb.system:.1f}" if pb else "-",
+    )
+    row(
+        "CPU, % of one core",
+        f"{pa.cpu / pa.wall * 100:.2f}%" if pa else "-",
+        f"{pb.cpu / pb.wall * 100:.2f}%" if pb else "-",
+    )
+    row(
+        "CPU ms per sample",
+        f"{pa.cpu / max(1, a['samples']) * 1000:.1f}" if pa else "-",
+        f"{pb.cpu / max(1, samples_b or int(args.minutes * 60)) * 1000:.1f}" if pb else "-",
+    )
     row("max RSS", f"{pa.max_rss_kib / 1024:.0f} MiB" if pa else "-", f"{pb.max_rss_kib / 1024:.0f} MiB" if pb else "-")
     hour_a = per_a * 3600 if per_a else None
     hour_b = per_b * 3600 if per_b else None
@@ -363,9 +419,11 @@ def report(r: dict) -> str:
         row("  CPU at 0.1 s, % of one core", f"{pc.cpu / pc.wall * 100:.2f}%", "-")
     steady = r.get("steady")
     if steady:
-        row(f"steady CPU, % of one core ({steady['seconds']:.0f} s window)",
+        row(
+            f"steady CPU, % of one core ({steady['seconds']:.0f} s window)",
             f"{steady['oomtop'] * 100:.2f}%" if steady["oomtop"] is not None else "-",
-            f"{steady['atop'] * 100:.2f}%" if steady["atop"] is not None else "-")
+            f"{steady['atop'] * 100:.2f}%" if steady["atop"] is not None else "-",
+        )
     if "atop_error" in r:
         out.append(f"  atop: {r['atop_error']}")
     comp = a.get("composition") if a else None
@@ -373,14 +431,18 @@ def report(r: dict) -> str:
         raw, counts = comp["raw"], comp["counts"]
         total = sum(raw.values()) or 1
         out.append("")
-        out.append(f"  oomtop's 1 s recording, uncompressed JSON by part ({total / MB:.1f} MB raw, "
-                   f"{comp['file'] / MB:.2f} MB in the file: {total / max(1, comp['file']):.1f}x):")
+        out.append(
+            f"  oomtop's 1 s recording, uncompressed JSON by part ({total / MB:.1f} MB raw, "
+            f"{comp['file'] / MB:.2f} MB in the file: {total / max(1, comp['file']):.1f}x):"
+        )
         out.append("    " + ", ".join(f"{name} {value / total * 100:.0f}%" for name, value in raw.items()))
-        out.append(f"    {counts['keyframes']} keyframes, {counts['deltas']} deltas; per delta "
-                   f"{counts['task_records'] / max(1, counts['deltas']):.0f} task and "
-                   f"{counts['cgroup_records'] / max(1, counts['deltas']):.0f} cgroup records; the task order was "
-                   f"rewritten in {counts['task_order_changes']} deltas, the cgroup order in "
-                   f"{counts['cgroup_order_changes']}")
+        out.append(
+            f"    {counts['keyframes']} keyframes, {counts['deltas']} deltas; per delta "
+            f"{counts['task_records'] / max(1, counts['deltas']):.0f} task and "
+            f"{counts['cgroup_records'] / max(1, counts['deltas']):.0f} cgroup records; the task order was "
+            f"rewritten in {counts['task_order_changes']} deltas, the cgroup order in "
+            f"{counts['cgroup_order_changes']}"
+        )
 
     out.append("")
     out.append(f"  {'target':<46} {'value':>12} {'verdict':>12}")
@@ -394,8 +456,12 @@ def report(r: dict) -> str:
     verdict("oomtop file / atop file  (< 1)", size_ratio, None if size_ratio is None else size_ratio < 1, "{:.3f}")
     cpu_ratio = pa.cpu / pb.cpu if pa and pb and pb.cpu else None
     verdict("oomtop CPU / atop CPU  (<= 1)", cpu_ratio, None if cpu_ratio is None else cpu_ratio <= 1, "{:.2f}")
-    verdict("1 hour at 1 s, MB  (< 20)", hour_a / MB if hour_a else None, None if hour_a is None else hour_a < 20 * MB,
-            "{:.2f}")
+    verdict(
+        "1 hour at 1 s, MB  (< 20)",
+        hour_a / MB if hour_a else None,
+        None if hour_a is None else hour_a < 20 * MB,
+        "{:.2f}",
+    )
     return "\n".join(out)
 
 
@@ -406,9 +472,14 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=50)
     ap.add_argument("--containers-per-pod", type=int, default=4)
     ap.add_argument("--procs", type=int, default=1000)
-    ap.add_argument("--busy", type=float, default=10.0, metavar="PCT",
-                    help="PCT %% of the sleepers (in about PCT %% of the containers) churn memory every 50 ms "
-                         "throughout (bench_poll.py's busy mode; default 10, 0 = an idle load)")
+    ap.add_argument(
+        "--busy",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="PCT %% of the sleepers (in about PCT %% of the containers) churn memory every 50 ms "
+        "throughout (bench_poll.py's busy mode; default 10, 0 = an idle load)",
+    )
     ap.add_argument("--keep", metavar="DIR", help="write the recordings to DIR and keep them")
     args = ap.parse_args()
     if args.minutes <= 0 or args.fast_seconds <= 0:
@@ -429,7 +500,7 @@ def main() -> int:
     except (KeyboardInterrupt, Interrupted) as error:
         log(f"interrupted ({str(error) or 'SIGINT'}); cleaned up")
         return 130
-    except Exception:  # noqa: BLE001 - printed, then the exit status says so
+    except Exception:  # the load must be cleaned up whatever failed  # noqa: BLE001
         traceback.print_exc()
         return 1
     print(report(results), flush=True)

@@ -28,10 +28,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from oomtop.record.reader import Recording  # noqa: E402
-from oomtop.record.replay import ReplaySource  # noqa: E402
-from oomtop.record.writer import RecordingFile  # noqa: E402
-from tests.ui_fixtures import synthetic_sample  # noqa: E402
+from oomtop.record.reader import Recording
+from oomtop.record.replay import ReplaySource
+from oomtop.record.writer import RecordingFile
+from tests.ui_fixtures import synthetic_sample
 
 DISTINCT_TICKS = 240
 TARGET_S = 0.2
@@ -51,10 +51,16 @@ def ticks(pods: int, containers: int, procs: int, churn: float, seed: int) -> li
         touched = set()
         for index in moved:
             task = tasks[index]
-            tasks[index] = dataclasses.replace(task, rss_anon_bytes=max(0, task.rss_anon_bytes + rng.randrange(-4096, 4096) * 64))
+            tasks[index] = dataclasses.replace(
+                task, rss_anon_bytes=max(0, task.rss_anon_bytes + rng.randrange(-4096, 4096) * 64)
+            )
             touched.add(task.cgroup)
-        cgroups = tuple(dataclasses.replace(c, usage_bytes=c.usage_bytes + rng.randrange(0, 4096) * 4096)
-                        if c.path in touched else c for c in current.cgroups)
+        cgroups = tuple(
+            dataclasses.replace(c, usage_bytes=c.usage_bytes + rng.randrange(0, 4096) * 4096)
+            if c.path in touched
+            else c
+            for c in current.cgroups
+        )
         current = dataclasses.replace(current, tasks=tuple(tasks), cgroups=cgroups)
         out.append(current)
     return out
@@ -86,9 +92,13 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=1000)
     parser.add_argument("--seeks", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--churn", type=float, default=0.1,
-                        help="share of processes whose RSS moves each tick (default 0.1, as bench_record measured "
-                             "on a churning node; 1 = every value of every process and cgroup, the worst case)")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.1,
+        help="share of processes whose RSS moves each tick (default 0.1, as bench_record measured "
+        "on a churning node; 1 = every value of every process and cgroup, the worst case)",
+    )
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="oomtop-bench-seek-")
     path = os.path.join(workdir, "day.oomrec")
@@ -115,13 +125,18 @@ def main() -> int:
             assert sample is not None and sample.time <= target + args.interval
         recording.close()
         first = base[0]
-        print(f"oomtop seek benchmark: {count} samples ({args.hours:g} h at {args.interval:g} s) of "
-              f"{len(first.cgroups)} cgroups / {len(first.tasks)} processes, churn {args.churn:g}; file {size / 1e6:.1f} MB, written in "
-              f"{took:.0f} s; Python {sys.version.split()[0]}")
+        print(
+            f"oomtop seek benchmark: {count} samples ({args.hours:g} h at {args.interval:g} s) of "
+            f"{len(first.cgroups)} cgroups / {len(first.tasks)} processes, churn {args.churn:g}; "
+            f"file {size / 1e6:.1f} MB, written in "
+            f"{took:.0f} s; Python {sys.version.split()[0]}"
+        )
         print(f"  open (index every frame)        wall {open_wall * 1e3:8.1f} ms   CPU {open_cpu * 1e3:8.1f} ms")
-        print(f"  seek, {args.seeks} random times       wall median {statistics.median(walls) * 1e3:6.1f} ms, "
-              f"max {max(walls) * 1e3:6.1f} ms;  CPU median {statistics.median(cpus) * 1e3:6.1f} ms, "
-              f"max {max(cpus) * 1e3:6.1f} ms")
+        print(
+            f"  seek, {args.seeks} random times       wall median {statistics.median(walls) * 1e3:6.1f} ms, "
+            f"max {max(walls) * 1e3:6.1f} ms;  CPU median {statistics.median(cpus) * 1e3:6.1f} ms, "
+            f"max {max(cpus) * 1e3:6.1f} ms"
+        )
         verdict = "ok" if max(walls) < TARGET_S else "MISSED"
         print(f"  target: every seek under {TARGET_S * 1e3:.0f} ms: {verdict}")
         return 0

@@ -9,7 +9,8 @@ process's CPU time, the time from handing the Sample to the app until the repain
 the terminal (the last frame the app sends for it before it is idle again; on a busy machine wall time also
 counts waiting for a CPU: the load average is printed).  The time until Textual's test pilot sees the app idle
 is printed too: it adds the pilot's own work (it visits every widget, about 3.5 ms here, then polls every
-20 ms until the process has been idle for one poll), which no user waits for.  The CPU time is split into the model (View + prediction), the rows and the rest (history,
+20 ms until the process has been idle for one poll), which no user waits for.  The CPU time is split into the
+model (View + prediction), the rows and the rest (history,
 header, details, paint).  Side by side: the app as ``oomtop`` runs it (GC tuned, see
 :func:`oomtop.ui.app.tune_gc`) and with Python's default GC, and the same rows pushed into Textual's own
 ``Tree`` widget (which cannot reorder nodes, so it is cleared and refilled per Sample).  Memory: Python
@@ -32,15 +33,17 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import psutil  # noqa: E402
-from textual.app import App, ComposeResult  # noqa: E402
-from textual.widgets import Tree  # noqa: E402
+import contextlib
 
-from oomtop.report import View  # noqa: E402
-from oomtop.source import StaticSource  # noqa: E402
-from oomtop.ui.app import OomtopApp  # noqa: E402
-from oomtop.ui.rows import Ranking, TreeState, build_rows, visible_rows  # noqa: E402
-from tests.ui_fixtures import fixed_clock, synthetic_sample  # noqa: E402
+import psutil
+from textual.app import App, ComposeResult
+from textual.widgets import Tree
+
+from oomtop.report import View
+from oomtop.source import StaticSource
+from oomtop.ui.app import OomtopApp
+from oomtop.ui.rows import Ranking, TreeState, build_rows, visible_rows
+from tests.ui_fixtures import fixed_clock, synthetic_sample
 
 TARGET_MEDIAN_MS = 50.0
 TARGET_P95_MS = 100.0
@@ -144,10 +147,8 @@ class FrameClock:
         self.event.clear()
 
     async def next_frame(self, timeout: float = 2.0) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
 
 async def settle(clock: FrameClock, pilot: Any) -> None:
@@ -214,8 +215,10 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip default-GC and Textual Tree runs")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    samples = [synthetic_sample(tick, pods=args.pods, containers=args.containers, procs=args.procs)
-               for tick in range(args.updates + 1)]
+    samples = [
+        synthetic_sample(tick, pods=args.pods, containers=args.containers, procs=args.procs)
+        for tick in range(args.updates + 1)
+    ]
     cgroups, procs = len(samples[0].cgroups), len(samples[0].tasks)
     print(f"building... {cgroups} cgroups, {procs} processes, {args.updates} updates", file=sys.stderr)
     tuned = asyncio.run(time_oomtop(samples, (width, height), tune=True))
@@ -223,15 +226,20 @@ def main() -> int:
     tree = None if args.no_baseline else asyncio.run(time_textual_tree(samples[:31], (width, height)))
     traced = asyncio.run(time_oomtop(samples[:31], (width, height), tune=True, trace=True))
     load = os.getloadavg()
-    print(f"oomtop UI: {cgroups} cgroups ({args.pods} pods x {args.containers} containers + pods, QoS, root), "
-          f"{procs} processes, {tuned['rows_on_screen']} tree rows, {width}x{height}, {args.updates} updates; "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f}")
+    print(
+        f"oomtop UI: {cgroups} cgroups ({args.pods} pods x {args.containers} containers + pods, QoS, root), "
+        f"{procs} processes, {tuned['rows_on_screen']} tree rows, {width}x{height}, {args.updates} updates; "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f}"
+    )
     print()
-    print(f"| {'per update: apply one Sample, repaint':<46} | {'wall med':>9} | {'wall p95':>9} | {'CPU med':>9} "
-          f"| {'CPU p95':>9} | {'target (ms)':<22} |")
+    print(
+        f"| {'per update: apply one Sample, repaint':<46} | {'wall med':>9} | {'wall p95':>9} | {'CPU med':>9} "
+        f"| {'CPU p95':>9} | {'target (ms)':<22} |"
+    )
     print(f"|{'-' * 48}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 24}|")
-    print(line("oomtop, as the command runs it (GC tuned)", tuned["wall"], tuned["cpu"],
-               f"wall {verdict(tuned['wall'])}"))
+    print(
+        line("oomtop, as the command runs it (GC tuned)", tuned["wall"], tuned["cpu"], f"wall {verdict(tuned['wall'])}")
+    )
     print(line("  of which: View + prediction (model)", None, tuned["model"]))
     print(line("  of which: visible rows (ranking, filter)", None, tuned["rows"]))
     rest = [c - m - r for c, m, r in zip(tuned["cpu"], tuned["model"], tuned["rows"], strict=True)]
@@ -241,18 +249,28 @@ def main() -> int:
         print(line("oomtop with Python's default GC", plain["wall"], plain["cpu"], f"wall {verdict(plain['wall'])}"))
         print(line("Textual's Tree, cleared and refilled (compare)", tree["wall"], tree["cpu"]))
         ratio = statistics.median(tree["cpu"]) / statistics.median(tuned["cpu"])
-        print(f"\nTextual's Tree needs {ratio:.1f}x the CPU per update (median) for the same rows, and loses the "
-              "cursor and expansion at every refill.")
-    print(f"tree lines rendered per update: {tuned['painted']:.0f} (only what is on screen, of "
-          f"{tuned['rows_on_screen']} rows); frames sent per update: {statistics.mean(tuned['frames']):.2f}")
-    print("per update = from handing the Sample to the app until its last frame is encoded for the terminal; the "
-          "pilot row adds the test pilot's own work and its 20 ms idle poll.")
+        print(
+            f"\nTextual's Tree needs {ratio:.1f}x the CPU per update (median) for the same rows, and loses the "
+            "cursor and expansion at every refill."
+        )
+    print(
+        f"tree lines rendered per update: {tuned['painted']:.0f} (only what is on screen, of "
+        f"{tuned['rows_on_screen']} rows); frames sent per update: {statistics.mean(tuned['frames']):.2f}"
+    )
+    print(
+        "per update = from handing the Sample to the app until its last frame is encoded for the terminal; the "
+        "pilot row adds the test pilot's own work and its 20 ms idle poll."
+    )
     print("\nmemory of the running app")
-    print(f"  Python allocations of the app after {len(samples[:31]) - 1} updates: "
-          f"{traced['traced_current'] / 2**20:.1f} MiB (peak {traced['traced_peak'] / 2**20:.1f} MiB; including "
-          f"Textual's widgets, the Samples it holds and a usage history of {traced['history_keys']} keys)")
-    print(f"  process RSS growth from before the app to after {args.updates} updates: "
-          f"{tuned['rss_delta'] / 2**20:.1f} MiB")
+    print(
+        f"  Python allocations of the app after {len(samples[:31]) - 1} updates: "
+        f"{traced['traced_current'] / 2**20:.1f} MiB (peak {traced['traced_peak'] / 2**20:.1f} MiB; including "
+        f"Textual's widgets, the Samples it holds and a usage history of {traced['history_keys']} keys)"
+    )
+    print(
+        f"  process RSS growth from before the app to after {args.updates} updates: "
+        f"{tuned['rss_delta'] / 2**20:.1f} MiB"
+    )
     return 0
 
 

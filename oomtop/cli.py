@@ -7,10 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from oomtop import __version__
 from oomtop.collect.collector import Collector, CollectorConfig
 from oomtop.collect.poller import DEFAULT_INTERVAL_S, MIN_INTERVAL_S
+
+if TYPE_CHECKING:
+    from oomtop.lab.runner import LabView
+    from oomtop.source import Source
 
 
 class UsageError(Exception):
@@ -30,15 +35,24 @@ def interval(text: str) -> float:
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Where to read the node from: shared by the UI, --once and events."""
     parser.add_argument(
-        "--interval", type=interval, default=DEFAULT_INTERVAL_S, metavar="S",
+        "--interval",
+        type=interval,
+        default=DEFAULT_INTERVAL_S,
+        metavar="S",
         help=f"seconds between samples (default {DEFAULT_INTERVAL_S}, at least {MIN_INTERVAL_S})",
     )
-    parser.add_argument("--host-root", metavar="DIR", help="the host's / mounted here (when oomtop runs in a container)")
+    parser.add_argument(
+        "--host-root", metavar="DIR", help="the host's / mounted here (when oomtop runs in a container)"
+    )
     parser.add_argument("--sysfs-root", metavar="DIR", help="cgroup filesystem root (default /sys/fs/cgroup)")
     parser.add_argument("--procfs-root", metavar="DIR", help="procfs root (default /proc)")
-    parser.add_argument("--metadata-root", metavar="DIR", help="root of node metadata such as /var/log/pods (default /)")
     parser.add_argument(
-        "--kmsg", metavar="PATH", default=None,
+        "--metadata-root", metavar="DIR", help="root of node metadata such as /var/log/pods (default /)"
+    )
+    parser.add_argument(
+        "--kmsg",
+        metavar="PATH",
+        default=None,
         help="kernel log device (default /dev/kmsg; 'none' to not read it)",
     )
     parser.add_argument("--redact-cmdline", action="store_true", help="never read or show command lines")
@@ -75,34 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
-        "explain", help="explain the OOM kills in a saved kernel log",
+        "explain",
+        help="explain the OOM kills in a saved kernel log",
         description="Read a kernel log (dmesg, dmesg -T, journalctl -k or /dev/kmsg records, mixed with anything "
-                    "else) and explain every OOM kill in it: when, which pod and container, the domain and its "
-                    "limit, the victim, and the kernel's candidate ranking with scores.",
+        "else) and explain every OOM kill in it: when, which pod and container, the domain and its "
+        "limit, the victim, and the kernel's candidate ranking with scores.",
     )
     explain.add_argument("file", nargs="?", default="-", metavar="FILE", help="the log file, or - for standard input")
     explain.add_argument("--json", action="store_true", help="one JSON object per kill, one per line")
     explain.add_argument("--metadata-root", metavar="DIR", help="node metadata for pod and container names")
     events = commands.add_parser(
-        "events", help="print past OOM kills from the kernel log, then follow new ones",
+        "events",
+        help="print past OOM kills from the kernel log, then follow new ones",
         description="Print the OOM kills still in the kernel's ring buffer (marked as history), then every new kill "
-                    "the moment it happens, one line (or one JSON object) each.",
+        "the moment it happens, one line (or one JSON object) each.",
     )
     events.add_argument("--json", action="store_true", help="one JSON object per kill, one per line")
     events.add_argument("--no-follow", action="store_true", help="stop after the history")
     add_source_flags(events)
     record = commands.add_parser(
-        "record", help="record the node headless (for a node left running overnight)",
+        "record",
+        help="record the node headless (for a node left running overnight)",
         description="Record every sample and OOM kill to FILE until --duration, Ctrl-C or SIGTERM; a progress line "
-                    "on a terminal, silent otherwise. The file is created with mode 0600 and never overwritten.",
+        "on a terminal, silent otherwise. The file is created with mode 0600 and never overwritten.",
     )
     record.add_argument("file", metavar="FILE", help="the recording to create")
     record.add_argument("--duration", type=duration, metavar="S", help="stop after this many seconds")
     add_source_flags(record)
     replay = commands.add_parser(
-        "replay", help="replay a recording in the UI, or export it as JSON lines",
+        "replay",
+        help="replay a recording in the UI, or export it as JSON lines",
         description="Open the live view over a recording, with a timeline (play/pause, step, jump to a time or to "
-                    "the next kill, speed). --json writes every sample and kill as JSON lines instead.",
+        "the next kill, speed). --json writes every sample and kill as JSON lines instead.",
     )
     replay.add_argument("file", metavar="FILE", nargs="?", help="the recording")
     replay.add_argument("--json", action="store_true", help="write every sample and kill as JSON lines and exit")
@@ -118,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 def collector_config(args: argparse.Namespace) -> CollectorConfig:
     """Roots from the flags: ``--host-root`` moves every default under it; explicit roots win."""
     host = args.host_root
-    for flag, value in (("--host-root", host), ("--sysfs-root", args.sysfs_root), ("--procfs-root", args.procfs_root),
-                        ("--metadata-root", args.metadata_root)):
+    for flag, value in (
+        ("--host-root", host),
+        ("--sysfs-root", args.sysfs_root),
+        ("--procfs-root", args.procfs_root),
+        ("--metadata-root", args.metadata_root),
+    ):
         if value is not None and not os.path.isdir(value):
             raise UsageError(f"{flag} {value}: no such directory")
     base = host.rstrip("/") if host else ""
@@ -176,7 +198,7 @@ def run_explain(args: argparse.Namespace) -> int:
     explainer = Explainer()
     explanations = [explainer.explain(event) for event in events]
     if args.json:
-        for event, explanation in zip(events, explanations):
+        for event, explanation in zip(events, explanations, strict=False):
             sys.stdout.write(json.dumps(event_to_json(event, explanation), ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render_text(events, explanations))
@@ -215,17 +237,20 @@ def app_setup(args: argparse.Namespace, no_terminal: str):  # type: ignore[no-un
     if problem is not None:  # a broken theme file: one line, then the default theme
         print(f"oomtop: {problem}", file=sys.stderr)
         notices.append(Notice(problem, "theme"))
-    notices += [Notice(f"theme file ignored: {error}", "theme") for error in catalogue.errors
-                if problem is None or str(error) not in problem]
+    notices += [
+        Notice(f"theme file ignored: {error}", "theme")
+        for error in catalogue.errors
+        if problem is None or str(error) not in problem
+    ]
     return theme, catalogue, notices
 
 
 def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
     """The live terminal UI on this node (or on the fixture under --host-root)."""
     theme, catalogue, notices = app_setup(
-        args, "the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot")
+        args, "the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot"
+    )
     from oomtop.live import LiveSource
-    from oomtop.source import Source
     from oomtop.ui.app import OomtopApp
 
     source: Source = LiveSource(config, interval_s=args.interval, kmsg_path=kmsg_path(args))
@@ -237,8 +262,7 @@ def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
             source = RecordingSource(source, Recorder(args.record, args.interval, args.redact_cmdline))
         except RecordingStopped as error:
             raise UsageError(str(error)) from None
-    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval,
-                    tune_gc=True)
+    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=args.interval, tune_gc=True)
     try:
         app.run()
     finally:
@@ -299,13 +323,21 @@ def run_replay_ui(recording, args: argparse.Namespace) -> int:  # type: ignore[n
     from oomtop.record.replay import ReplaySource
 
     theme, catalogue, notices = app_setup(
-        args, "the replay view needs a terminal; use `oomtop replay FILE --json` to export it")
+        args, "the replay view needs a terminal; use `oomtop replay FILE --json` to export it"
+    )
     from oomtop.ui.app import OomtopApp
 
     source = ReplaySource(recording, speed=args.speed)
     app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices, interval_s=recording.interval_s)
     app.run()
     return app.return_code or 0
+
+
+def open_lab_view(source: Source, theme: str | None, interval_s: float) -> LabView:
+    """The lab's live view, imported only when it is shown (``lab --headless`` never loads Textual)."""
+    from oomtop.ui.lab_view import open_lab_view as open_view
+
+    return open_view(source, theme, interval_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from oomtop.lab.command import run as run_lab
 
-            return run_lab(args)
+            return run_lab(args, open_lab_view)
         if args.list_themes:
             return list_themes()
         if args.command is None and args.json and not args.once:

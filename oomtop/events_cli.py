@@ -50,7 +50,11 @@ def event_line(event: OomEvent) -> str:
             domain += f" limit {format_bytes(event.limit_bytes)}"
         parts.append(domain)
     if event.predicted_victim_pid is not None and victim.pid is not None:
-        parts.append("predicted" if event.predicted_victim_pid == victim.pid else f"predicted {event.predicted_victim_pid} instead")
+        parts.append(
+            "predicted"
+            if event.predicted_victim_pid == victim.pid
+            else f"predicted {event.predicted_victim_pid} instead"
+        )
     parts.append("[" + ",".join(event.source) + "]")
     return "  ".join(parts)
 
@@ -69,8 +73,9 @@ def _emit(event: OomEvent, as_json: bool, explainer: Explainer) -> None:
     sys.stdout.flush()
 
 
-async def follow_events(config: CollectorConfig, interval_s: float, kmsg_path: str | None, as_json: bool,
-                        follow: bool) -> int:
+async def follow_events(
+    config: CollectorConfig, interval_s: float, kmsg_path: str | None, as_json: bool, follow: bool
+) -> int:
     """Print history, then (with ``follow``) live kills until SIGINT/SIGTERM."""
     source = LiveSource(config, interval_s, kmsg_path=kmsg_path, samples=True)
     loop = asyncio.get_running_loop()

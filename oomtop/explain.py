@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from oomtop.collect.identity import NodeNames, identify
@@ -57,10 +57,8 @@ def domain_pages(event: OomEvent, page_size: int = 4096) -> int | None:
     if event.limit_bytes is None:
         return None
     allowance, node_swap = event.swap_limit_bytes, event.node_swap_bytes
-    if allowance is None:  # unlimited (or not logged): capped by the node's swap, when the log says it
-        swap = node_swap or 0
-    else:
-        swap = allowance if node_swap is None else min(allowance, node_swap)
+    # unlimited (or not logged): capped by the node's swap, when the log says it
+    swap = (node_swap or 0) if allowance is None else allowance if node_swap is None else min(allowance, node_swap)
     return event.limit_bytes // page_size + swap // page_size
 
 
@@ -117,10 +115,12 @@ def exit_race_note(event: OomEvent, previous: OomEvent | None) -> str | None:
     if gap_s is None or previous is None:
         return None
     first = previous.victim
-    return (f"{gap_s * 1000:.0f} ms after this domain's kill of pid {first.pid} {first.comm or '?'}, whose memory "
-            "was still being freed: the kernel had already stopped waiting for that victim (MMF_OOM_SKIP) while "
-            "the domain was still at its limit, so it chose again among the tasks left; this kill follows from "
-            "that timing, not from a new excess")
+    return (
+        f"{gap_s * 1000:.0f} ms after this domain's kill of pid {first.pid} {first.comm or '?'}, whose memory "
+        "was still being freed: the kernel had already stopped waiting for that victim (MMF_OOM_SKIP) while "
+        "the domain was still at its limit, so it chose again among the tasks left; this kill follows from "
+        "that timing, not from a new excess"
+    )
 
 
 def previous_in_domain(earlier: Iterable[OomEvent], event: OomEvent) -> OomEvent | None:
@@ -170,8 +170,11 @@ def explain(event: OomEvent, page_size: int = 4096, previous: OomEvent | None = 
     top = eligible[0] if eligible else None
     who = f"pid {victim.pid} {victim.comm or '?'}"
     if top is None:
-        why = f"the kernel killed {who}; the log has no task table to rank" if not ranking else (
-            f"the kernel killed {who}, but no task in the logged table was eligible (all oom_score_adj -1000)")
+        why = (
+            f"the kernel killed {who}; the log has no task table to rank"
+            if not ranking
+            else (f"the kernel killed {who}, but no task in the logged table was eligible (all oom_score_adj -1000)")
+        )
         return Explanation(ranking, totalpages, None, None, rank, why, tuple(notes))
     victim_row = ranking[rank - 1] if rank is not None else None
     is_top = victim_row is not None and victim_row.pid == top.pid
@@ -190,11 +193,13 @@ def explain(event: OomEvent, page_size: int = 4096, previous: OomEvent | None = 
             why += f" against {victim_row.points}"
         why += ". " + _not_top_reason(event, top, victim_row)
     if event.oom_group_path is not None:
-        notes.append(f"memory.oom.group is set on {event.oom_group_path}: the kernel killed all {len(event.killed)} "
-                     "of its tasks (oom_score_adj -1000 spared) with the victim")
-    if event.logged_score is not None and victim_row is not None and victim_row.score is not None:
-        if event.logged_score != victim_row.score:
-            notes.append(f"the kernel logged score {event.logged_score}; the table gives {victim_row.score}")
+        notes.append(
+            f"memory.oom.group is set on {event.oom_group_path}: the kernel killed all {len(event.killed)} "
+            "of its tasks (oom_score_adj -1000 spared) with the victim"
+        )
+    logged, tabled = event.logged_score, victim_row.score if victim_row is not None else None
+    if logged is not None and tabled is not None and logged != tabled:
+        notes.append(f"the kernel logged score {logged}; the table gives {tabled}")
     race = exit_race_note(event, previous)
     if race is not None:
         notes.append(race)
@@ -217,15 +222,21 @@ def _sum(c: RankedCandidate, per_adj: int, totalpages: int | None, page_size: in
 def _not_top_reason(event: OomEvent, top: RankedCandidate, victim: RankedCandidate | None) -> str:
     killed = {k.pid for k in event.killed}
     if event.oom_group_path is not None and top.pid in killed:
-        return (f"It died in the memory.oom.group kill of {event.oom_group_path}, which killed every task there, "
-                f"pid {top.pid} included; the log listed it first")
+        return (
+            f"It died in the memory.oom.group kill of {event.oom_group_path}, which killed every task there, "
+            f"pid {top.pid} included; the log listed it first"
+        )
     if victim is None:
         return "The task table is incomplete (cut, or taken in another cgroup), so the victim could not be ranked"
     if event.logged_score is not None:
-        return ("This kernel is older than 5.1: it may have sacrificed a child of the task it chose, or taken 3% off "
-                "a root-owned task's points")
-    return ("Likely memory moved between the kernel's choice and the task table it printed right after (other "
-            "tasks kept allocating, or the victim was already exiting and freeing memory)")
+        return (
+            "This kernel is older than 5.1: it may have sacrificed a child of the task it chose, or taken 3% off "
+            "a root-owned task's points"
+        )
+    return (
+        "Likely memory moved between the kernel's choice and the task table it printed right after (other "
+        "tasks kept allocating, or the victim was already exiting and freeing memory)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ views
@@ -244,7 +255,7 @@ def _iso(t: float | None) -> str | None:
     if t is None:
         return None
     try:
-        return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
+        return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -319,8 +330,15 @@ def _when(event: OomEvent) -> str:
 
 def _killed_text(task: KilledTask) -> str:
     text = f"pid {task.pid} {printable(task.comm or '?')}"
-    sizes = [(name, value) for name, value in (("anon", task.anon_rss_bytes), ("file", task.file_rss_bytes),
-                                               ("shmem", task.shmem_rss_bytes)) if value is not None]
+    sizes = [
+        (name, value)
+        for name, value in (
+            ("anon", task.anon_rss_bytes),
+            ("file", task.file_rss_bytes),
+            ("shmem", task.shmem_rss_bytes),
+        )
+        if value is not None
+    ]
     if sizes:
         text += "  rss " + ", ".join(f"{name} {format_bytes(value)}" for name, value in sizes)
     if task.oom_score_adj is not None:
@@ -333,13 +351,24 @@ def _table(exp: Explanation, victims: set[int | None]) -> list[str]:
     rows = [head]
     for c in exp.ranking[:TOP_ROWS]:
         mark = "*" if c.pid in victims else ("-" if not c.eligible else "")
-        rows.append((mark, str(c.pid), printable(c.comm)[:24], str(c.points), "-" if c.score is None else str(c.score),
-                     str(c.oom_score_adj), str(c.rss_pages), str(c.swapents), str(c.pgtables_bytes // 4096)))
+        rows.append(
+            (
+                mark,
+                str(c.pid),
+                printable(c.comm)[:24],
+                str(c.points),
+                "-" if c.score is None else str(c.score),
+                str(c.oom_score_adj),
+                str(c.rss_pages),
+                str(c.swapents),
+                str(c.pgtables_bytes // 4096),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for r in rows:
         cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2])]
-        cells += [v.rjust(w) for v, w in zip(r[3:], widths[3:])]
+        cells += [v.rjust(w) for v, w in zip(r[3:], widths[3:], strict=False)]
         lines.append("    " + "  ".join(cells).rstrip())
     if len(exp.ranking) > TOP_ROWS:
         lines.append(f"    ... {len(exp.ranking) - TOP_ROWS} more")

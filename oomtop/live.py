@@ -55,8 +55,9 @@ class LiveSource:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         hierarchy = discover_hierarchy(self.config.cgroup_root, self.config.procfs_root)
-        watcher = self._watcher = OomWatcher(hierarchy, self._kmsg_path, NodeNames.load(self.config.host_root),
-                                             procfs_root=self.config.procfs_root)
+        watcher = self._watcher = OomWatcher(
+            hierarchy, self._kmsg_path, NodeNames.load(self.config.host_root), procfs_root=self.config.procfs_root
+        )
         for notice in watcher.notices:
             self._queue.put_nowait(Notice(notice, "watcher"))
         if self._with_history:
@@ -107,7 +108,7 @@ class LiveSource:
                     if notice not in reported:
                         reported.add(notice)
                         self._queue.put_nowait(Notice(notice, "watcher"))
-        except Exception as error:  # noqa: BLE001 - a broken poll is told, not a traceback
+        except Exception as error:  # the UI learns why collection stopped  # noqa: BLE001
             self._queue.put_nowait(Notice(f"collection stopped: {error}", "poll-error"))
 
     async def _tick(self) -> None:

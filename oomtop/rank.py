@@ -115,10 +115,11 @@ class DomainVerdict:
         Built when first asked for: a Sample has a verdict per limited cgroup, and only the ones a person
         looks at (details, an explanation, the lab's report) need their whole table.
         """
-        if self._ranked is None:
+        ranked = self._ranked
+        if ranked is None:
             ranked = tuple(sorted(score_eligible(self.eligible, self.totalpages), key=_POINTS, reverse=True))
             object.__setattr__(self, "_ranked", ranked)
-        return self._ranked  # type: ignore[return-value]
+        return ranked
 
 
 _POINTS = itemgetter(1)
@@ -326,7 +327,7 @@ def predict(sample: Sample, index: SampleIndex | None = None) -> Prediction:
         if cgroup.limit_bytes is not None:
             nearest[cgroup.path] = cgroup.path
         elif cgroup.parent_path in nearest:
-            nearest[cgroup.path] = nearest[cgroup.parent_path]  # type: ignore[index]
+            nearest[cgroup.path] = nearest[cgroup.parent_path]
     for path in index.tasks_by_cgroup:  # cgroups the Sample lacks take their nearest known ancestor's limit
         if path not in index.cgroups and path != "/":
             ancestor = index.nearest_known_ancestor(path)

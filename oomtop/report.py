@@ -12,7 +12,12 @@ from typing import Any
 
 from oomtop.model import Cgroup, CgroupKind, QosClass, Sample, Task
 from oomtop.rank import (
-    Prediction, SampleIndex, badness_points, expected_kubelet_adj, implied_request_range, normalised_score,
+    Prediction,
+    SampleIndex,
+    badness_points,
+    expected_kubelet_adj,
+    implied_request_range,
+    normalised_score,
     predict,
 )
 from oomtop.text import format_bytes, printable, truncate
@@ -29,6 +34,7 @@ class View:
     by_path: dict[str, Cgroup]
     children: dict[str, list[str]]
     tasks_by_cgroup: dict[str, list[Task]]
+
     @classmethod
     def of(cls, sample: Sample) -> View:
         index = SampleIndex(sample)  # its path and task maps are the View's too (read-only once built)
@@ -54,7 +60,7 @@ class View:
         if score is not None:
             return score
         node_score = self.node_score(task)
-        return node_score if node_score is not None else -10**9
+        return node_score if node_score is not None else -(10**9)
 
     def node_score(self, task: Task) -> int | None:
         """The task's score in a node-wide OOM; None when the kernel would never pick it."""
@@ -134,7 +140,10 @@ def render_tree(sample: Sample, width: int = 120) -> str:
         lines.append(f"note: {warning}")
     name_width = max(30, width - 70)
     lines.append("")
-    lines.append(f"{'CGROUP / PROCESS':<{name_width}} {'USAGE':>7} {'WSET':>7} {'LIMIT':>7} {'HEADROOM':<17} {'PEAK':>7} {'KILLS':>5}")
+    lines.append(
+        f"{'CGROUP / PROCESS':<{name_width}} {'USAGE':>7} {'WSET':>7} {'LIMIT':>7} {'HEADROOM':<17} "
+        f"{'PEAK':>7} {'KILLS':>5}"
+    )
     roots = [c for c in sample.cgroups if c.parent_path is None or c.parent_path not in view.by_path]
     for root in roots:
         for depth, item in _walk(view, root, 0):
@@ -262,9 +271,14 @@ def _cgroup_json(view: View, cgroup: Cgroup) -> dict[str, Any]:
     if cgroup.pressure is not None:
         p = cgroup.pressure
         result["pressure"] = {
-            "some_avg10": p.some_avg10, "some_avg60": p.some_avg60, "some_avg300": p.some_avg300,
-            "some_total_us": p.some_total_us, "full_avg10": p.full_avg10, "full_avg60": p.full_avg60,
-            "full_avg300": p.full_avg300, "full_total_us": p.full_total_us,
+            "some_avg10": p.some_avg10,
+            "some_avg60": p.some_avg60,
+            "some_avg300": p.some_avg300,
+            "some_total_us": p.some_total_us,
+            "full_avg10": p.full_avg10,
+            "full_avg60": p.full_avg60,
+            "full_avg300": p.full_avg300,
+            "full_total_us": p.full_total_us,
         }
     if identity.kind is CgroupKind.CONTAINER and identity.qos is not None:
         result["oom_score_adj"] = qos_adj(view, cgroup, identity.qos)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 from oomtop.model import OomEvent, Sample
 
@@ -22,8 +22,7 @@ class Notice:
     key: str = ""  # a stable name ("no-kmsg", "no-root") so a consumer can show each kind once
 
 
-Update = Union[Sample, OomEvent, Notice]
-
+Update = Sample | OomEvent | Notice
 
 
 async def close_updates(updates: AsyncIterator[Update]) -> None:
@@ -31,6 +30,7 @@ async def close_updates(updates: AsyncIterator[Update]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
 
 class Source(Protocol):
     """What the app and the headless consumers read from."""

@@ -12,7 +12,9 @@ _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x20), *range(0x7F,
 _CONTROL[ord("\t")] = "\\t"
 _CONTROL[ord("\n")] = "\\n"
 _CONTROL[ord("\r")] = "\\r"
-_BIDI_AND_INVISIBLE = {code: f"\\u{code:04x}" for code in [0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]}
+_BIDI_AND_INVISIBLE = {
+    code: f"\\u{code:04x}" for code in [0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
+}
 _TABLE = {**_CONTROL, **_BIDI_AND_INVISIBLE}
 
 

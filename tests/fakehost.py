@@ -111,7 +111,10 @@ class FakeHost:
         directory.mkdir(parents=True, exist_ok=True)
         anon = usage - file if anon is None else anon
         peak = usage if peak is None else peak
-        write = lambda name, text: (directory / name).write_text(text)  # noqa: E731
+
+        def write(name, text):
+            return (directory / name).write_text(text)
+
         write("cgroup.procs", "".join(f"{pid}\n" for pid in pids))
         if self.layout in ("v1", "hybrid"):
             write("memory.usage_in_bytes", f"{usage}\n")
@@ -120,19 +123,40 @@ class FakeHost:
             write("memory.max_usage_in_bytes", f"{peak}\n")
             write("memory.failcnt", f"{failcnt}\n")
             write("memory.oom_control", f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kills}\n")
-            stats = {"cache": file, "rss": anon, "rss_huge": 0, "shmem": shmem, "mapped_file": 0, "swap": 0,
-                     "inactive_anon": anon, "active_anon": 0, "inactive_file": inactive_file,
-                     "active_file": file - inactive_file, "unevictable": 0}
+            stats = {
+                "cache": file,
+                "rss": anon,
+                "rss_huge": 0,
+                "shmem": shmem,
+                "mapped_file": 0,
+                "swap": 0,
+                "inactive_anon": anon,
+                "active_anon": 0,
+                "inactive_file": inactive_file,
+                "active_file": file - inactive_file,
+                "unevictable": 0,
+            }
             body = "".join(f"{k} {v}\n" for k, v in stats.items())
             body += f"hierarchical_memory_limit {V1_UNLIMITED if limit is None else limit}\n"
             body += "".join(f"total_{k} {v}\n" for k, v in stats.items())
             write("memory.stat", body)
         else:
-            stats = {"anon": anon, "file": file, "kernel": 0, "shmem": shmem, "inactive_anon": anon,
-                     "active_anon": 0, "inactive_file": inactive_file, "active_file": file - inactive_file}
+            stats = {
+                "anon": anon,
+                "file": file,
+                "kernel": 0,
+                "shmem": shmem,
+                "inactive_anon": anon,
+                "active_anon": 0,
+                "inactive_file": inactive_file,
+                "active_file": file - inactive_file,
+            }
             write("memory.stat", "".join(f"{k} {v}\n" for k, v in stats.items()))
-            write("memory.pressure", pressure or "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-                                                 "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+            write(
+                "memory.pressure",
+                pressure
+                or "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            )
             if path != "/":
                 write("memory.current", f"{usage}\n")
                 write("memory.max", "max\n" if limit is None else f"{limit}\n")
@@ -141,7 +165,10 @@ class FakeHost:
                 write("memory.swap.current", "0\n")
                 write("memory.swap.max", "max\n" if swap_max is None else f"{swap_max}\n")
                 write("memory.oom.group", f"{int(oom_group)}\n")
-                write("memory.events", f"low 0\nhigh 0\nmax {failcnt}\noom {oom_kills}\noom_kill {oom_kills}\noom_group_kill 0\n")
+                write(
+                    "memory.events",
+                    f"low 0\nhigh 0\nmax {failcnt}\noom {oom_kills}\noom_kill {oom_kills}\noom_group_kill 0\n",
+                )
                 local = oom_kills if oom_kills_local is None else oom_kills_local
                 write("memory.events.local", f"low 0\nhigh 0\nmax 0\noom {local}\noom_kill {local}\noom_group_kill 0\n")
         return directory
@@ -151,7 +178,7 @@ class FakeHost:
 
     def remove_cgroup(self, path: str) -> None:
         directory = self.cgroup_dir(path)
-        for dirpath, dirnames, filenames in os.walk(directory, topdown=False):
+        for dirpath, _dirnames, filenames in os.walk(directory, topdown=False):
             for name in filenames:
                 os.unlink(os.path.join(dirpath, name))
             os.rmdir(dirpath)
@@ -171,17 +198,27 @@ class FakeHost:
         flags = 0x00208040 if p.kernel_thread else 0x00400100
         state = "Z" if p.zombie else ("I" if p.kernel_thread else "S")
         fields = [state, "1", str(p.pid), str(p.pid), "0", "-1", str(flags)] + ["0"] * 12 + [str(p.start_ticks)]
-        (directory / "stat").write_bytes(f"{p.pid} (".encode() + p.comm.encode("utf-8", "surrogateescape")
-                                         + b") " + " ".join(fields).encode() + b" 0 0\n")
+        (directory / "stat").write_bytes(
+            f"{p.pid} (".encode()
+            + p.comm.encode("utf-8", "surrogateescape")
+            + b") "
+            + " ".join(fields).encode()
+            + b" 0 0\n"
+        )
         rss_pages = (p.rss_anon_kb + p.rss_file_kb + p.rss_shmem_kb) // 4
         if p.kernel_thread or p.zombie:
             (directory / "statm").write_text("0 0 0 0 0 0 0\n")
         else:
-            (directory / "statm").write_text(f"{rss_pages * 3} {rss_pages} {(p.rss_file_kb + p.rss_shmem_kb) // 4} 1 0 {rss_pages} 0\n")
+            (directory / "statm").write_text(
+                f"{rss_pages * 3} {rss_pages} {(p.rss_file_kb + p.rss_shmem_kb) // 4} 1 0 {rss_pages} 0\n"
+            )
         name = p.comm.encode("utf-8", "surrogateescape").replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
-        status = b"Name:\t" + name + b"\nUmask:\t0022\nState:\tS (sleeping)\n" + (
-            f"Tgid:\t{p.pid}\nPid:\t{p.pid}\nPPid:\t1\nUid:\t{p.uid}\t{p.uid}\t{p.uid}\t{p.uid}\n"
-        ).encode()
+        status = (
+            b"Name:\t"
+            + name
+            + b"\nUmask:\t0022\nState:\tS (sleeping)\n"
+            + (f"Tgid:\t{p.pid}\nPid:\t{p.pid}\nPPid:\t1\nUid:\t{p.uid}\t{p.uid}\t{p.uid}\t{p.uid}\n").encode()
+        )
         if not (p.kernel_thread or p.zombie):
             total = p.rss_anon_kb + p.rss_file_kb + p.rss_shmem_kb
             status += (

@@ -28,7 +28,8 @@ CGROUPFS_PATH = f"/kubepods/burstable/pod{POD_UID}/{CID}"
 GUARANTEED_PATH = f"/kubepods/pod{POD_UID}/{CID}"
 _SD_POD = f"kubepods-burstable-pod{POD_UID.replace('-', '_')}.slice"
 SYSTEMD_PATH = f"/kubepods.slice/kubepods-burstable.slice/{_SD_POD}/cri-containerd-{CID}.scope"
-CRIO_PATH = f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_UID.replace('-', '_')}.slice/crio-{CID}.scope"
+_BE_POD = f"kubepods-besteffort-pod{POD_UID.replace('-', '_')}.slice"
+CRIO_PATH = f"/kubepods.slice/kubepods-besteffort.slice/{_BE_POD}/crio-{CID}.scope"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,9 @@ def memcg_totalpages(limit_kb: int, swap_allowance_kb: int | None = None) -> int
 
 def invoked(comm: str = "stress", adj: int = 0, flavour: str = "6.x-v1") -> str:
     if flavour == "4.x":
-        return f"{comm} invoked oom-killer: gfp_mask=0x14000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj={adj}"
+        return (
+            f"{comm} invoked oom-killer: gfp_mask=0x14000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj={adj}"
+        )
     return f"{comm} invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj={adj}"
 
 
@@ -102,21 +105,30 @@ def call_trace(pid: int = 7978, comm: str = "stress") -> list[str]:
 def table(tasks: Sequence[Task], flavour: str = "6.x-v1") -> list[str]:
     lines = [] if flavour == "4.x" else ["Tasks state (memory values in pages):"]
     if flavour == "6.x-v1":
-        lines.append("[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name")
+        lines.append(
+            "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents "
+            "oom_score_adj name"
+        )
         for t in tasks:
-            lines.append(f"[{t.pid:>7}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {t.anon:>8} {t.file:>8} {t.shmem:>9} "
-                         f"{t.pgtables_bytes:>14} {t.swap:>8} {t.adj:>13} {t.comm}")
+            lines.append(
+                f"[{t.pid:>7}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {t.anon:>8} {t.file:>8} {t.shmem:>9} "
+                f"{t.pgtables_bytes:>14} {t.swap:>8} {t.adj:>13} {t.comm}"
+            )
     elif flavour in ("6.1-v2", "5.x"):
         lines.append("[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name")
         for t in tasks:
-            lines.append(f"[{t.pid:>7}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {t.pgtables_bytes:>14} {t.swap:>8} "
-                         f"{t.adj:>13} {t.comm}")
+            lines.append(
+                f"[{t.pid:>7}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {t.pgtables_bytes:>14} {t.swap:>8} "
+                f"{t.adj:>13} {t.comm}"
+            )
     elif flavour == "4.x":
         lines.append("[ pid ]   uid  tgid total_vm      rss nr_ptes nr_pmds swapents oom_score_adj name")
         for t in tasks:
             ptes = t.pgtables_bytes // 4096
-            lines.append(f"[{t.pid:>5}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {max(ptes - 1, 0):>7} "
-                         f"{min(ptes, 1):>7} {t.swap:>8} {t.adj:>13} {t.comm}")
+            lines.append(
+                f"[{t.pid:>5}] {t.uid:>5} {t.pid:>5} {t.vm:>8} {t.rss:>8} {max(ptes - 1, 0):>7} "
+                f"{min(ptes, 1):>7} {t.swap:>8} {t.adj:>13} {t.comm}"
+            )
     else:
         raise ValueError(flavour)
     return lines
@@ -124,8 +136,10 @@ def table(tasks: Sequence[Task], flavour: str = "6.x-v1") -> list[str]:
 
 def killed(task: Task, prefix: str | None = "Memory cgroup out of memory", flavour: str = "6.x-v1") -> str:
     head = f"{prefix}: " if prefix else ""
-    line = (f"{head}Killed process {task.pid} ({task.comm}) total-vm:{task.vm * 4}kB, anon-rss:{task.anon * 4}kB, "
-            f"file-rss:{task.file * 4}kB, shmem-rss:{task.shmem * 4}kB")
+    line = (
+        f"{head}Killed process {task.pid} ({task.comm}) total-vm:{task.vm * 4}kB, anon-rss:{task.anon * 4}kB, "
+        f"file-rss:{task.file * 4}kB, shmem-rss:{task.shmem * 4}kB"
+    )
     if flavour != "4.x":
         line += f", UID:{task.uid} pgtables:{task.pgtables_bytes // 1024}kB oom_score_adj:{task.adj}"
     return line
@@ -133,8 +147,10 @@ def killed(task: Task, prefix: str | None = "Memory cgroup out of memory", flavo
 
 def oom_kill_line(victim: Task, oom_cgroup: str | None, task_cgroup: str, constraint: str = "CONSTRAINT_MEMCG") -> str:
     domain = f"oom_memcg={oom_cgroup}" if oom_cgroup is not None else "global_oom"
-    return (f"oom-kill:constraint={constraint},nodemask=(null),cpuset=/,mems_allowed=0,{domain},"
-            f"task_memcg={task_cgroup},task={victim.comm},pid={victim.pid},uid={victim.uid}")
+    return (
+        f"oom-kill:constraint={constraint},nodemask=(null),cpuset=/,mems_allowed=0,{domain},"
+        f"task_memcg={task_cgroup},task={victim.comm},pid={victim.pid},uid={victim.uid}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -176,13 +192,17 @@ def memcg_block(
     lines += table(tasks, flavour)
     if flavour == "4.x":
         score = points(victim, totalpages) * 1000 // totalpages  # type: ignore[operator]
-        lines.append(f"Memory cgroup out of memory: Kill process {victim.pid} ({victim.comm}) score {score} or sacrifice child")
+        lines.append(
+            f"Memory cgroup out of memory: Kill process {victim.pid} ({victim.comm}) score {score} or sacrifice child"
+        )
         lines.append(killed(victim, None, flavour))
     else:
         lines.append(oom_kill_line(victim, oom_cgroup, task_cgroup))
         lines.append(killed(victim, "Memory cgroup out of memory", flavour))
     if reaper:
-        lines.append(f"oom_reaper: reaped process {victim.pid} ({victim.comm}), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB")
+        lines.append(
+            f"oom_reaper: reaped process {victim.pid} ({victim.comm}), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB"
+        )
     return lines
 
 
@@ -200,9 +220,16 @@ def global_block(
     totalpages = ram_pages + swap_kb // 4
     victim = victim or kernel_choice(tasks, totalpages)
     lines = [invoked(victim.comm, victim.adj, flavour), *call_trace(victim.pid, victim.comm)]
-    lines += ["Mem-Info:", "active_anon:480000 inactive_anon:1000 isolated_anon:0", "0 pages in swap cache",
-              f"Free swap  = {swap_kb}kB", f"Total swap = {swap_kb}kB", f"{ram_pages} pages RAM",
-              "0 pages HighMem/MovableOnly", "12345 pages reserved"]
+    lines += [
+        "Mem-Info:",
+        "active_anon:480000 inactive_anon:1000 isolated_anon:0",
+        "0 pages in swap cache",
+        f"Free swap  = {swap_kb}kB",
+        f"Total swap = {swap_kb}kB",
+        f"{ram_pages} pages RAM",
+        "0 pages HighMem/MovableOnly",
+        "12345 pages reserved",
+    ]
     lines += table(tasks, flavour)
     if flavour == "4.x":
         score = points(victim, totalpages) * 1000 // totalpages  # type: ignore[operator]
@@ -226,15 +253,18 @@ def group_block(
     """A cgroup v2 memory.oom.group kill: the victim, the group line, then every task (the victim again)."""
     oom_cgroup = oom_cgroup or group_path
     victim = victim or kernel_choice(tasks, memcg_totalpages(limit_kb))
-    lines = memcg_block(tasks, oom_cgroup=oom_cgroup, task_cgroup=group_path, victim=victim, flavour="6.1-v2",
-                        limit_kb=limit_kb)
+    lines = memcg_block(
+        tasks, oom_cgroup=oom_cgroup, task_cgroup=group_path, victim=victim, flavour="6.1-v2", limit_kb=limit_kb
+    )
     lines.append(f"Tasks in {group_path} are going to be killed due to memory.oom.group set")
     for task in tasks:
         if task.adj != -1000:
             lines.append(killed(task, "Memory cgroup out of memory", "6.1-v2"))
             if reaper_between:
-                lines.append(f"oom_reaper: reaped process {task.pid} ({task.comm}), now anon-rss:0kB, file-rss:0kB, "
-                             "shmem-rss:0kB")
+                lines.append(
+                    f"oom_reaper: reaped process {task.pid} ({task.comm}), now anon-rss:0kB, file-rss:0kB, "
+                    "shmem-rss:0kB"
+                )
     return lines
 
 

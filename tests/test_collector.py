@@ -28,10 +28,21 @@ def kube_host(tmp_path: Path, layout: str) -> FakeHost:
     host.add_cgroup("/kubepods", usage=300 << 20)
     host.add_cgroup("/kubepods/burstable", usage=200 << 20)
     host.add_cgroup(f"/kubepods/burstable/pod{POD}", usage=120 << 20, limit=256 << 20)
-    host.add_cgroup(f"/kubepods/burstable/pod{POD}/{CTR}", usage=100 << 20, limit=128 << 20,
-                    inactive_file=10 << 20, oom_kills=2, failcnt=5, peak=127 << 20)
-    host.add_process(FakeProcess(101, comm="web", rss_anon_kb=80 * 1024, adj=900), f"/kubepods/burstable/pod{POD}/{CTR}")
-    host.add_process(FakeProcess(102, comm="helper", rss_anon_kb=10 * 1024, adj=900), f"/kubepods/burstable/pod{POD}/{CTR}")
+    host.add_cgroup(
+        f"/kubepods/burstable/pod{POD}/{CTR}",
+        usage=100 << 20,
+        limit=128 << 20,
+        inactive_file=10 << 20,
+        oom_kills=2,
+        failcnt=5,
+        peak=127 << 20,
+    )
+    host.add_process(
+        FakeProcess(101, comm="web", rss_anon_kb=80 * 1024, adj=900), f"/kubepods/burstable/pod{POD}/{CTR}"
+    )
+    host.add_process(
+        FakeProcess(102, comm="helper", rss_anon_kb=10 * 1024, adj=900), f"/kubepods/burstable/pod{POD}/{CTR}"
+    )
     return host
 
 
@@ -75,8 +86,15 @@ def test_figures_and_identity_on_every_layout(tmp_path: Path, layout: str) -> No
 
 def test_v2_high_pressure_and_group(tmp_path: Path) -> None:
     host = FakeHost(tmp_path, layout="v2")
-    host.add_cgroup("/work", usage=50 << 20, limit=100 << 20, high=80 << 20, oom_group=True,
-                    pressure="some avg10=1.50 avg60=0.75 avg300=0.10 total=12345\nfull avg10=0.50 avg60=0.25 avg300=0.05 total=678\n")
+    host.add_cgroup(
+        "/work",
+        usage=50 << 20,
+        limit=100 << 20,
+        high=80 << 20,
+        oom_group=True,
+        pressure="some avg10=1.50 avg60=0.75 avg300=0.10 total=12345\n"
+        "full avg10=0.50 avg60=0.25 avg300=0.05 total=678\n",
+    )
     cgroup = by_path(sample_of(host))["/work"]
     assert cgroup.high_bytes == 80 << 20
     assert cgroup.oom_group is True
@@ -168,8 +186,14 @@ def test_kernel_threads_and_zombies(tmp_path: Path) -> None:
 def test_malformed_cgroup_files_never_raise(tmp_path: Path, content: str) -> None:
     host = kube_host(tmp_path, "v1")
     path = f"/kubepods/burstable/pod{POD}/{CTR}"
-    for name in ("memory.stat", "memory.oom_control", "memory.limit_in_bytes", "memory.max_usage_in_bytes",
-                 "memory.failcnt", "cgroup.procs"):
+    for name in (
+        "memory.stat",
+        "memory.oom_control",
+        "memory.limit_in_bytes",
+        "memory.max_usage_in_bytes",
+        "memory.failcnt",
+        "cgroup.procs",
+    ):
         host.set_file(path, name, content)
     sample = sample_of(host)
     cgroup = by_path(sample)[path]
@@ -252,16 +276,21 @@ def test_unreadable_files_are_reported_not_raised(tmp_path_factory: pytest.TempP
         repo = str(Path(__file__).resolve().parent.parent)
         demote = None
         if os.geteuid() == 0:
-            def demote() -> None:  # noqa: E306
+
+            def demote() -> None:
                 os.setgid(65534)
                 os.setuid(65534)
+
         # The collector needs only the standard library, so any Python the unprivileged user may run will do.
         result = None
         for python in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
             try:
                 result = subprocess.run(
                     [python, "-c", code, str(host.cgroup_root), str(host.proc), str(host.root)],
-                    capture_output=True, text=True, preexec_fn=demote, check=False,
+                    capture_output=True,
+                    text=True,
+                    preexec_fn=demote,
+                    check=False,
                     env={"PATH": "/usr/bin:/bin", "PYTHONPATH": repo},
                 )
                 break
@@ -279,13 +308,21 @@ def test_unreadable_files_are_reported_not_raised(tmp_path_factory: pytest.TempP
 
 
 def test_status_memory_block_parsing_across_kernels() -> None:
-    from oomtop.collect.procfs import parse_status_memory, parse_status_line
+    from oomtop.collect.procfs import parse_status_line, parse_status_memory
 
-    modern = (b"Name:\tx\nUid:\t1000\t1000\t1000\t1000\nVmRSS:\t  300 kB\nRssAnon:\t  200 kB\nRssFile:\t  96 kB\n"
-              b"RssShmem:\t   4 kB\nVmData:\t 10 kB\nVmStk:\t 1 kB\nVmExe:\t 1 kB\nVmLib:\t 1 kB\nVmPTE:\t  48 kB\n"
-              b"VmSwap:\t   8 kB\nHugetlbPages:\t 0 kB\n")
+    modern = (
+        b"Name:\tx\nUid:\t1000\t1000\t1000\t1000\nVmRSS:\t  300 kB\nRssAnon:\t  200 kB\nRssFile:\t  96 kB\n"
+        b"RssShmem:\t   4 kB\nVmData:\t 10 kB\nVmStk:\t 1 kB\nVmExe:\t 1 kB\nVmLib:\t 1 kB\nVmPTE:\t  48 kB\n"
+        b"VmSwap:\t   8 kB\nHugetlbPages:\t 0 kB\n"
+    )
     memory = parse_status_memory(modern)
-    assert (memory.anon, memory.file, memory.shmem, memory.pte, memory.swap) == (200 << 10, 96 << 10, 4 << 10, 48 << 10, 8 << 10)
+    assert (memory.anon, memory.file, memory.shmem, memory.pte, memory.swap) == (
+        200 << 10,
+        96 << 10,
+        4 << 10,
+        48 << 10,
+        8 << 10,
+    )
     older = modern.replace(b"VmSwap:", b"VmPMD:\t  12 kB\nVmSwap:")  # 4.x kernels have VmPMD in between
     assert parse_status_memory(older).pte == 48 << 10
     assert parse_status_memory(b"Name:\tkworker\nState:\tI\n").has_memory is False
@@ -296,8 +333,9 @@ def test_status_memory_block_parsing_across_kernels() -> None:
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
-def test_a_living_cgroup_dropped_by_a_failed_read_comes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             layout: str) -> None:
+def test_a_living_cgroup_dropped_by_a_failed_read_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
     """A read error other than ENOENT/EACCES (seen mid-kill) drops the cgroup from that Sample (its last figures
     are not passed off as live ones), and the slow tick finds it again while its directory is there: inotify
     reports only new directories, so on v1 it used to be lost for good."""

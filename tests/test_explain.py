@@ -44,14 +44,31 @@ def built(tasks: list[Task], **kw: object) -> OomEvent:
 
 
 def row(pid: int, rss: int, adj: int = 0, pgtables_bytes: int = 0, swapents: int = 0, **kw: int) -> KernelCandidate:
-    return KernelCandidate(pid=pid, comm=f"t{pid}", oom_score_adj=adj, rss_pages=rss, pgtables_bytes=pgtables_bytes,
-                           swapents=swapents, **kw)  # type: ignore[arg-type]
+    return KernelCandidate(
+        pid=pid,
+        comm=f"t{pid}",
+        oom_score_adj=adj,
+        rss_pages=rss,
+        pgtables_bytes=pgtables_bytes,
+        swapents=swapents,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def event_with(candidates: list[KernelCandidate], victim: int, **kw: object) -> OomEvent:
     task = KilledTask(victim, f"t{victim}")
-    fields = {"kind": "memcg", "time": None, "kernel_time_s": 12.5, "oom_cgroup": "/a", "task_cgroup": "/a",
-              "victim": task, "killed": (task,), "candidates": tuple(candidates), "limit_bytes": 100 << 20, **kw}
+    fields = {
+        "kind": "memcg",
+        "time": None,
+        "kernel_time_s": 12.5,
+        "oom_cgroup": "/a",
+        "task_cgroup": "/a",
+        "victim": task,
+        "killed": (task,),
+        "candidates": tuple(candidates),
+        "limit_bytes": 100 << 20,
+        **kw,
+    }
     return OomEvent(**fields)  # type: ignore[arg-type]
 
 
@@ -64,8 +81,10 @@ def test_6_18_sample_victim_is_top_with_the_kernel_numbers() -> None:
     assert [(c.pid, c.points, c.score) for c in ranking] == [(7978, 12744, 995), (7973, 470, 36)]
     exp = explain(event)
     assert exp.victim_is_top is True and exp.totalpages == 12800 and exp.victim_rank == 1
-    assert exp.why == ("pid 7978 stress had the most points: 12707 rss + 0 swap + 37 page-table pages + 0 × 12 adj "
-                       "= 12744 of 12800 pages (score 995)")
+    assert exp.why == (
+        "pid 7978 stress had the most points: 12707 rss + 0 swap + 37 page-table pages + 0 × 12 adj "
+        "= 12744 of 12800 pages (score 995)"
+    )
 
 
 @pytest.mark.parametrize("name", ["kmsg-6.1-v2-oomgroup.raw", "dmesg-6.1-v2-oomgroup.txt"])
@@ -73,12 +92,16 @@ def test_6_1_group_sample_victim_is_top(name: str) -> None:
     event = sample_event(name)
     exp = explain(event)
     assert exp.totalpages == 16384  # 64 MiB, swap unlimited but the node's swap is not in a memcg log
-    assert [(c.pid, c.points, c.score) for c in exp.ranking] == [(215, 10979 + 33 + 968 * 16, 1617),
-                                                                 (216, 8455 + 30 + 968 * 16, 1463)]
+    assert [(c.pid, c.points, c.score) for c in exp.ranking] == [
+        (215, 10979 + 33 + 968 * 16, 1617),
+        (216, 8455 + 30 + 968 * 16, 1463),
+    ]
     assert exp.victim_is_top is True
     assert "968 × 16 adj" in exp.why
-    assert exp.notes == (f"memory.oom.group is set on {event.oom_group_path}: the kernel killed all 2 of its tasks "
-                         "(oom_score_adj -1000 spared) with the victim",)
+    assert exp.notes == (
+        f"memory.oom.group is set on {event.oom_group_path}: the kernel killed all 2 of its tasks "
+        "(oom_score_adj -1000 spared) with the victim",
+    )
 
 
 # -------------------------------------------------------------------------------------------- arithmetic
@@ -86,8 +109,11 @@ def test_6_1_group_sample_victim_is_top(name: str) -> None:
 
 def test_hand_computed_ranking_with_adj() -> None:
     # 100 MiB limit, no swap: 25600 pages; adj weighs 25 pages a point.
-    event = event_with([row(11, 10000, pgtables_bytes=8192), row(12, 2000, adj=500, pgtables_bytes=8192, swapents=7)], 12,
-                       swap_limit_bytes=0)
+    event = event_with(
+        [row(11, 10000, pgtables_bytes=8192), row(12, 2000, adj=500, pgtables_bytes=8192, swapents=7)],
+        12,
+        swap_limit_bytes=0,
+    )
     assert domain_pages(event) == 25600
     first, second = rank_candidates(event)
     assert (first.pid, first.points, first.score) == (12, 2000 + 7 + 2 + 500 * 25, 14509 * 1000 // 25600)
@@ -112,8 +138,10 @@ def test_swap_allowance_and_node_swap() -> None:
     assert domain_pages(event_with([], 1, swap_limit_bytes=None, node_swap_bytes=4 << 20)) == 25600 + 1024
     assert domain_pages(event_with([], 1, swap_limit_bytes=None)) == limit // 4096  # only the limit is known
     assert domain_pages(event_with([], 1, limit_bytes=None)) is None
-    assert domain_pages(event_with([], 1, kind="global", oom_cgroup="/", node_ram_pages=524158,
-                                   node_swap_bytes=1 << 30)) == 524158 + 262144
+    assert (
+        domain_pages(event_with([], 1, kind="global", oom_cgroup="/", node_ram_pages=524158, node_swap_bytes=1 << 30))
+        == 524158 + 262144
+    )
     v1 = built(list(STRESS), swap_limit_kb=51200)  # memsw limit 100 MiB: 50 MiB of swap allowed
     assert domain_pages(v1) == 12800 + 12800
 
@@ -153,8 +181,9 @@ def test_victim_not_top_is_reported() -> None:
 
 
 def test_victim_not_top_in_a_group_kill() -> None:
-    event = event_with([row(11, 9000), row(12, 100)], 12, oom_group_path="/a",
-                       killed=(KilledTask(12, "t12"), KilledTask(11, "t11")))
+    event = event_with(
+        [row(11, 9000), row(12, 100)], 12, oom_group_path="/a", killed=(KilledTask(12, "t12"), KilledTask(11, "t11"))
+    )
     exp = explain(event)
     assert exp.victim_is_top is False and "memory.oom.group" in exp.why
 
@@ -209,22 +238,43 @@ def test_with_identity_names(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- views
 
-CONTRACT = {"time", "time_epoch", "kernel_time_s", "kind", "oom_cgroup", "task_cgroup", "victim", "killed", "pod",
-            "container", "candidates", "usage_bytes", "limit_bytes", "victim_is_top", "source", "historical",
-            "predicted_victim_pid", "count"}
+CONTRACT = {
+    "time",
+    "time_epoch",
+    "kernel_time_s",
+    "kind",
+    "oom_cgroup",
+    "task_cgroup",
+    "victim",
+    "killed",
+    "pod",
+    "container",
+    "candidates",
+    "usage_bytes",
+    "limit_bytes",
+    "victim_is_top",
+    "source",
+    "historical",
+    "predicted_victim_pid",
+    "count",
+}
 TASK_KEYS = {"pid", "comm", "anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes", "oom_score_adj"}
 
 
 def test_event_to_json_contract() -> None:
     event = with_identity(sample_event("kmsg-6.1-v2-oomgroup.raw"))
     doc = json.loads(json.dumps(event_to_json(event)))
-    assert CONTRACT <= doc.keys()
-    assert TASK_KEYS <= doc["victim"].keys() and all(TASK_KEYS <= k.keys() for k in doc["killed"])
+    assert doc.keys() >= CONTRACT
+    assert doc["victim"].keys() >= TASK_KEYS and all(k.keys() >= TASK_KEYS for k in doc["killed"])
     assert doc["time"] is None and doc["kernel_time_s"] == pytest.approx(32.472738) and doc["kind"] == "memcg"
     assert [k["pid"] for k in doc["killed"]] == [215, 216] and doc["victim"]["pid"] == 215
     assert doc["victim"]["anon_rss_bytes"] == 37524 * 1024 and doc["victim"]["oom_score_adj"] == 968
-    assert doc["pod"] == {"uid": "5f0c2a43-8f4e-4d59-9a7e-1b2c3d4e5f60", "name": None, "namespace": None,
-                          "qos": "Burstable"}
+    assert doc["pod"] == {
+        "uid": "5f0c2a43-8f4e-4d59-9a7e-1b2c3d4e5f60",
+        "name": None,
+        "namespace": None,
+        "qos": "Burstable",
+    }
     assert doc["container"]["id"] == "2a4a743741f705fb70f97b340b5f356dee114a1b32b92b018dc30a478c151181"
     assert [(c["pid"], c["score"]) for c in doc["candidates"]] == [(215, 1617), (216, 1463)]
     assert set(doc["candidates"][0]) >= {"pid", "comm", "score", "points", "oom_score_adj"}
@@ -271,8 +321,12 @@ def test_render_text_group_many_and_summary() -> None:
 def test_render_text_escapes_untrusted_text() -> None:
     evil = "\x1b[2Jx\u202e"
     event = event_with([row(11, 100)], 11, oom_cgroup="/a\x1b]0;t\x07", task_cgroup="/b\nc")
-    event = replace(event, victim=KilledTask(11, evil), killed=(KilledTask(11, evil),),
-                    candidates=(replace(event.candidates[0], comm=evil),))
+    event = replace(
+        event,
+        victim=KilledTask(11, evil),
+        killed=(KilledTask(11, evil),),
+        candidates=(replace(event.candidates[0], comm=evil),),
+    )
     text = render_text([event])
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert "\\x1b[2Jx\\u202e" in text and "/b\\nc" in text
@@ -281,8 +335,17 @@ def test_render_text_escapes_untrusted_text() -> None:
 
 def test_ranked_candidate_fields() -> None:
     (c,) = rank_candidates(event_with([row(3, 10, pgtables_bytes=4096 * 3, swapents=2, adj=-1000)], 3))
-    assert c == RankedCandidate(pid=3, comm="t3", points=10 + 2 + 3 - 1000 * 25, score=c.score, oom_score_adj=-1000,
-                                rss_pages=10, swapents=2, pgtables_bytes=12288, eligible=False)
+    assert c == RankedCandidate(
+        pid=3,
+        comm="t3",
+        points=10 + 2 + 3 - 1000 * 25,
+        score=c.score,
+        oom_score_adj=-1000,
+        rss_pages=10,
+        swapents=2,
+        pgtables_bytes=12288,
+        eligible=False,
+    )
 
 
 # ------------------------------------------------------------------------------------- the exit race
@@ -316,8 +379,10 @@ def test_exit_race_needs_the_same_domain_a_short_gap_and_the_victim_gone() -> No
     still_listed = event_with([row(1, 500), row(2, 300)], victim=2, kernel_time_s=100.01)
     assert exit_race_gap_s(still_listed, first) is None  # the first victim still held its memory: a new choice
     assert exit_race_gap_s(replace(after, candidates=()), first) is None  # no table: cannot tell
-    assert exit_race_gap_s(replace(after, kind="global", oom_cgroup="/"), replace(first, kind="global",
-                                                                                    oom_cgroup="/")) is None
+    assert (
+        exit_race_gap_s(replace(after, kind="global", oom_cgroup="/"), replace(first, kind="global", oom_cgroup="/"))
+        is None
+    )
     assert explain(after).notes == () and any("MMF_OOM_SKIP" in n for n in explain(after, previous=first).notes)
 
 

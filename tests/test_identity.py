@@ -228,9 +228,7 @@ def test_systemd_units(path: str) -> None:
     "path", [f"/docker/{NODE}", f"/system.slice/docker-{NODE}.scope", f"/docker/{NODE}/system.slice/containerd.service"]
 )
 def test_docker_outside_kubernetes(path: str) -> None:
-    assert identify(path) == Identity(
-        kind=CgroupKind.DOCKER, container=ContainerRef(NODE, "docker"), label=NODE[:12]
-    )
+    assert identify(path) == Identity(kind=CgroupKind.DOCKER, container=ContainerRef(NODE, "docker"), label=NODE[:12])
 
 
 @pytest.mark.parametrize(

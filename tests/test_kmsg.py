@@ -108,7 +108,9 @@ def test_sample_6_1_v2_oom_group(name: str) -> None:
     assert event.limit_bytes == 65536 * 1024 and event.swap_limit_bytes is None
     assert event.invoker_oom_score_adj == 968
     assert [(c.pid, c.rss_pages, c.pgtables_bytes, c.swapents, c.oom_score_adj) for c in event.candidates] == [
-        (215, 10979, 135168, 0, 968), (216, 8455, 122880, 0, 968)]
+        (215, 10979, 135168, 0, 968),
+        (216, 8455, 122880, 0, 968),
+    ]
     assert all(c.rss_anon_pages is None for c in event.candidates)  # 6.1 has no rss_anon column
 
 
@@ -124,7 +126,9 @@ def test_iter_kmsg_reads_a_raw_capture(name: str) -> None:
     records = list(iter_kmsg(io.BytesIO(sample(name)), bufsize=1000))  # records split across reads
     assert not any(r.text.startswith(("SUBSYSTEM=", "DEVICE=")) for r in records)
     assert [r.seq for r in records] == sorted(r.seq for r in records)
-    assert feed_all(records, OomParser(source="kmsg")) == [replace(e, source=("kmsg",)) for e in parse_log(sample(name))]
+    assert feed_all(records, OomParser(source="kmsg")) == [
+        replace(e, source=("kmsg",)) for e in parse_log(sample(name))
+    ]
 
 
 def test_iter_kmsg_carries_on_after_epipe_and_stops_on_eagain() -> None:
@@ -144,8 +148,18 @@ def test_iter_kmsg_carries_on_after_epipe_and_stops_on_eagain() -> None:
 # ------------------------------------------------------------------------------------ incremental parsing
 
 
-@pytest.mark.parametrize("name", [p for p in ("kmsg-6.18-memcg-v1.raw", "dmesg-6.18-memcg-v1.txt",
-                                              "kmsg-6.1-v2-oomgroup.raw", "dmesg-6.1-v2-oomgroup.txt")])
+@pytest.mark.parametrize(
+    "name",
+    [
+        p
+        for p in (
+            "kmsg-6.18-memcg-v1.raw",
+            "dmesg-6.18-memcg-v1.txt",
+            "kmsg-6.1-v2-oomgroup.raw",
+            "dmesg-6.1-v2-oomgroup.txt",
+        )
+    ],
+)
 def test_record_by_record_equals_parse_log(name: str) -> None:
     text = sample(name).decode("utf-8", "backslashreplace")
     records = list(records_from_text(text.splitlines(keepends=True)))
@@ -210,7 +224,7 @@ def test_parse_kmsg_record() -> None:
     assert parse_kmsg_record(b"4,7,12,c,caller=T12;x\\x0ay\n") == LogRecord(7, 12, None, "x\\x0ay")  # escapes kept
     assert parse_kmsg_record(b"3,1,2,-;bad \xff\xfe utf8\n").text == "bad \\xff\\xfe utf8"
     assert parse_kmsg_record(b"6,1,2,-;\n").text == ""
-    for junk in (b"", b"hello", b"6,x,2,-;t", b";text", b"6,1;x", "6,1,2,-;str".encode()[:3], None, 12):
+    for junk in (b"", b"hello", b"6,x,2,-;t", b";text", b"6,1;x", b"6,1,2,-;str"[:3], None, 12):
         assert parse_kmsg_record(junk) is None  # type: ignore[arg-type]
 
 
@@ -242,22 +256,32 @@ def test_wall_clock_forms() -> None:
     assert r == LogRecord(None, 441532690, local + 0.25, "text")
     early = time.mktime((2019, 1, 2, 0, 0, 0, 0, 0, -1))  # a December line read in January: last year
     assert one_record("Dec 31 23:00:00 node1 kernel: text", early).wall_time == time.mktime(
-        (2018, 12, 31, 23, 0, 0, 0, 0, -1))
+        (2018, 12, 31, 23, 0, 0, 0, 0, -1)
+    )
     assert one_record("2019-04-27T22:56:09+0200 node1 kernel: text").wall_time == 1556398569.0
     assert one_record("2019-04-27T20:56:09.500000Z node1 kernel: text").wall_time == 1556398569.5
     assert one_record("2019-04-27T22:56:09,000000+02:00 text").wall_time == 1556398569.0  # dmesg --time-format=iso
-    assert one_record("[  441.532690] node1 kernel: text") == LogRecord(None, 441532690, None, "text")  # short-monotonic
+    assert one_record("[  441.532690] node1 kernel: text") == LogRecord(
+        None, 441532690, None, "text"
+    )  # short-monotonic
     other = one_record("Apr 27 22:56:09 node1 kubelet[812]: Killed process 1 (x)", now)
     assert other.text.startswith("Apr 27")  # another program's line never looks like a kernel message
 
 
 def test_continuation_lines() -> None:
-    text = ("6,1,10,-;first\n SUBSYSTEM=acpi\n DEVICE=+acpi:x\n[   1.000000] second\n               more of it\n"
-            "  [   2.000000] indented paste\nplain\n  still plain\n")
+    text = (
+        "6,1,10,-;first\n SUBSYSTEM=acpi\n DEVICE=+acpi:x\n[   1.000000] second\n               more of it\n"
+        "  [   2.000000] indented paste\nplain\n  still plain\n"
+    )
     records = list(records_from_text(text.split("\n")))
     assert [(r.seq, r.kernel_time_us, r.text) for r in records] == [
-        (1, 10, "first"), (None, 1000000, "second"), (None, 1000000, "more of it"),
-        (None, 2000000, "indented paste"), (None, None, "plain"), (None, None, "  still plain")]
+        (1, 10, "first"),
+        (None, 1000000, "second"),
+        (None, 1000000, "more of it"),
+        (None, 2000000, "indented paste"),
+        (None, None, "plain"),
+        (None, None, "  still plain"),
+    ]
 
 
 def test_records_from_bytes_and_embedded_newlines() -> None:
@@ -321,7 +345,11 @@ def test_swap_limits() -> None:
 
 @pytest.mark.parametrize("flavour", ["6.x-v1", "6.1-v2", "5.x", "4.x"])
 def test_global_oom(flavour: str) -> None:
-    tasks = [Task(1, "systemd", anon=2000), Task(500, "java", anon=400000, adj=0), Task(501, "sshd", anon=900, adj=-1000)]
+    tasks = [
+        Task(1, "systemd", anon=2000),
+        Task(500, "java", anon=400000, adj=0),
+        Task(501, "sshd", anon=900, adj=-1000),
+    ]
     event = one(render(global_block(tasks, flavour=flavour, swap_kb=1048576)))
     assert event.kind == "global" and event.oom_cgroup == "/"
     assert event.victim.pid == 500
@@ -341,8 +369,12 @@ def test_kind_comes_from_oom_memcg_or_global_oom_not_constraint() -> None:
 
 
 def test_oom_group_kill_built() -> None:
-    tasks = [Task(10, "app", anon=5000, adj=968), Task(11, "helper", anon=1000, adj=968),
-             Task(12, "pause", anon=100, adj=-1000), Task(13, "sh -c (x)", anon=50, adj=968)]
+    tasks = [
+        Task(10, "app", anon=5000, adj=968),
+        Task(11, "helper", anon=1000, adj=968),
+        Task(12, "pause", anon=100, adj=-1000),
+        Task(13, "sh -c (x)", anon=50, adj=968),
+    ]
     event = one(render(group_block(tasks, reaper_between=True), "kmsg"))
     assert event.oom_group_path == SYSTEMD_PATH
     assert [k.pid for k in event.killed] == [10, 11, 13]
@@ -410,7 +442,7 @@ def test_truncated_table() -> None:
     tasks = [Task(100 + i, anon=1000 + i) for i in range(5)]
     lines = memcg_block(tasks, victim=tasks[-1])
     header = next(i for i, line in enumerate(lines) if line.startswith("[  pid"))
-    cut = lines[: header + 3] + [lines[header + 3][:12]] + lines[header + 6 :]  # two rows, a half row, none more
+    cut = [*lines[: header + 3], lines[header + 3][:12], *lines[header + 6 :]]  # two rows, a half row, none more
     event = one(render(cut))
     assert [c.pid for c in event.candidates] == [100, 101]
     assert event.victim.pid == 104
@@ -429,8 +461,12 @@ def test_mixed_forms_and_windows_line_endings() -> None:
     c = render(global_block([Task(500, anon=400000)]), "journal")
     d = render(memcg_block([Task(43, anon=9000)], flavour="4.x"), "plain")
     text = (a + "junk line\n" + b + c + d).replace("\n", "\r\n")
-    assert [(e.kind, e.victim.pid) for e in parse_log(text)] == [("memcg", 7978), ("memcg", 42), ("global", 500),
-                                                                  ("memcg", 43)]
+    assert [(e.kind, e.victim.pid) for e in parse_log(text)] == [
+        ("memcg", 7978),
+        ("memcg", 42),
+        ("global", 500),
+        ("memcg", 43),
+    ]
 
 
 def test_kill_lines_of_two_cut_blocks_are_two_events() -> None:
@@ -444,7 +480,7 @@ def test_kill_lines_of_two_cut_blocks_are_two_events() -> None:
 
 def test_orphan_duplicate_victim_line_is_ignored() -> None:
     lines = memcg_block(STRESS)
-    assert len(parse_log(render(lines + ["unrelated", lines[-1]]))) == 1
+    assert len(parse_log(render([*lines, "unrelated", lines[-1]]))) == 1
 
 
 def test_garbage_never_raises() -> None:
@@ -466,8 +502,10 @@ def test_garbage_never_raises() -> None:
 
 def test_fuzzed_sample_lines_never_raise() -> None:
     rng = random.Random(7)
-    lines = sample("dmesg-6.1-v2-oomgroup.txt").decode().splitlines() + render(
-        memcg_block(STRESS, flavour="4.x")).splitlines()
+    lines = (
+        sample("dmesg-6.1-v2-oomgroup.txt").decode().splitlines()
+        + render(memcg_block(STRESS, flavour="4.x")).splitlines()
+    )
     for _ in range(200):
         picked = [line for line in lines if rng.random() < 0.7]
         if rng.random() < 0.5:
@@ -506,17 +544,23 @@ def test_real_kmsg_backlog_every_kill_found_once() -> None:
         records = list(iter_kmsg(kmsg))  # type: ignore[arg-type]
     # Counted, not as sets: after a few thousand test processes the kernel reuses pids (pid_max 32768), and two
     # kills of one pid at different times are two records and must be two events.
-    logged = Counter(int(r.text.split("Killed process ", 1)[1].split()[0]) for r in records if "Killed process " in r.text)
+    logged = Counter(
+        int(r.text.split("Killed process ", 1)[1].split()[0]) for r in records if "Killed process " in r.text
+    )
     events = feed_all(records, OomParser(source="kmsg", historical=True))
     assert Counter(k.pid for e in events for k in e.killed) == logged
     assert all(e.historical and e.seq is not None and e.kernel_time_s is not None for e in events)
 
 
 def test_group_kill_interrupted_by_another_cpus_message_is_one_event() -> None:
-    from tests.kernlog import Task as LogTask, group_block, render
+    from tests.kernlog import Task as LogTask
+    from tests.kernlog import group_block, render
 
-    tasks = (LogTask(215, comm="python3", anon=9000, file=1600), LogTask(216, comm="python3", anon=6800, file=1600),
-             LogTask(217, comm="sh", anon=100, file=300))
+    tasks = (
+        LogTask(215, comm="python3", anon=9000, file=1600),
+        LogTask(216, comm="python3", anon=6800, file=1600),
+        LogTask(217, comm="sh", anon=100, file=300),
+    )
     lines = group_block(tasks)
     at = lines.index(next(line for line in lines if "are going to be killed" in line)) + 2
     lines[at:at] = ["e1000: eth0 NIC Link is Up 1000 Mbps Full Duplex"]

@@ -28,41 +28,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import tiers
+
+pytestmark = [pytest.mark.memcg, pytest.mark.kmsg]
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REQUIRE_ENV = "OOMTOP_REQUIRE_REAL_KERNEL"
 KILL_LINE = re.compile(r"^kill (\d+): predicted (\S+) .*?, killed (\d+) .*; latency (\S+)(?: ms)?; (right|WRONG)")
 SUMMARY = re.compile(r"^summary: (\d+) kills? in (\d+) OOMs?, (\d+) predicted right, (\d+) wrong, (\d+) missed")
 
 
-def unavailable(runtime: str = "plain") -> str | None:
-    if not os.path.exists("/proc/self/mountinfo"):
-        return "not Linux"
-    if os.geteuid() != 0:
-        return f"needs root (euid is {os.geteuid()})"
-    from oomtop.collect.cgroupfs import discover_hierarchy
-
-    if discover_hierarchy("/sys/fs/cgroup", "/proc") is None:
-        return "no cgroup memory controller under /sys/fs/cgroup"
-    try:
-        os.close(os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK))
-    except OSError as error:
-        return f"cannot read /dev/kmsg: {error}"
-    if runtime == "runc":
-        from oomtop.lab.runtime_runc import runc_path
-
-        if runc_path() is None:
-            return "runc is not installed (apt-get install runc)"
-    return None
-
-
 def require(runtime: str = "plain") -> None:
-    reason = unavailable(runtime)
-    if reason is None:
-        return
-    message = f"oomtop lab ({runtime}) cannot run here: {reason}"
-    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
-        pytest.fail(f"{message} ({REQUIRE_ENV} is set, so this is a failure)", pytrace=False)
-    pytest.skip(message)
+    """The lab needs root, a memory controller and the kernel log; ``--runtime runc`` needs runc too."""
+    tiers.require("memcg", "kmsg", *(["runc"] if runtime == "runc" else []))
 
 
 def leftovers() -> list[str]:
@@ -75,8 +52,11 @@ def leftovers() -> list[str]:
     runc = runc_path()
     if runc is not None:
         found += [f"runc container {cid} (lab root)" for cid in list_containers(runc, os.path.join(LAB_DIR, "runc"))]
-        default = subprocess.run([runc, "list", "--format", "json"], capture_output=True, text=True, timeout=30,
-                                 check=False) if os.path.isdir("/run/runc") else None  # (listing would create it)
+        default = (
+            subprocess.run([runc, "list", "--format", "json"], capture_output=True, text=True, timeout=30, check=False)
+            if os.path.isdir("/run/runc")
+            else None
+        )  # (listing would create it)
         for container in (json.loads(default.stdout or "null") or []) if default else []:  # never the lab's root
             if str(container.get("bundle", "")).startswith(LAB_DIR):
                 found.append(f"runc container {container.get('id')} (default root)")
@@ -159,8 +139,14 @@ def test_record(tmp_path, clean_machine: None) -> None:  # type: ignore[no-untyp
     require()
     path = str(tmp_path / "seed.oomrec")
     check_run(run_lab("seed", "--headless", "--record", path), 1)
-    export = subprocess.run([sys.executable, "-m", "oomtop", "replay", path, "--json"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60, check=False)
+    export = subprocess.run(
+        [sys.executable, "-m", "oomtop", "replay", path, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert export.returncode == 0, export.stderr
     assert '"type": "event"' in export.stdout and '"lab/seed"' in export.stdout
 
@@ -172,8 +158,9 @@ class LabProcess:
     """``oomtop lab ... --headless`` in the background, its stdout read line by line."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(lab_command(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            lab_command(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -226,7 +213,7 @@ def test_interrupted_lab_cleans_up(runtime: str, signum: int, clean_machine: Non
 def test_leftovers_refuse_then_clean(clean_machine: None) -> None:
     """A lab killed with SIGKILL cannot clean up: its hogs still go (their stdin closes), but cgroups, runc
     containers and the lab directory stay; the next lab refuses until `oomtop lab --clean` removed them."""
-    runtime = "runc" if unavailable("runc") is None else "plain"
+    runtime = "runc" if tiers.runc_reason() is None else "plain"
     require(runtime)
     lab = LabProcess("random", "--count", "50", "--headless", "--runtime", runtime)
     try:
@@ -304,7 +291,7 @@ def test_v1_collector_sees_a_process_join_a_cgroup_it_already_read() -> None:
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         with Collector(CollectorConfig(slow_interval_s=0.2)) as collector:
-            path = directory[len(hierarchy.path):]
+            path = directory[len(hierarchy.path) :]
             for _ in range(3):
                 collector.sample()
                 time.sleep(0.2)
@@ -335,17 +322,15 @@ def test_live_view_shows_the_kill(clean_machine: None) -> None:
     """Without --headless: the live UI over the lab, in a terminal (tmux), with the kill landing in its event
     list as predicted; q ends it, and the lab cleans up."""
     require()
+    tiers.require("tmux")
     tmux = shutil.which("tmux")
-    if tmux is None:
-        message = "tmux is not installed (apt-get install tmux)"
-        if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    assert tmux is not None
     socket = f"oomtop-lab-{uuid.uuid4().hex[:8]}"
 
     def tmux_run(*args: str) -> str:
-        return subprocess.run([tmux, "-L", socket, *args], capture_output=True, text=True, timeout=10,
-                              check=False).stdout
+        return subprocess.run(
+            [tmux, "-L", socket, *args], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
 
     def wait_for(text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout

@@ -43,8 +43,18 @@ GI = 1 << 30
 # ---------------------------------------------------------------------------------------------- kubelet
 
 
-@pytest.mark.parametrize("text, value", [("123Mi", 123 * MIB), ("1Gi", GI), ("100M", 100_000_000), ("512Ki", 512 << 10),
-                                         ("1000000", 1_000_000), (" 2Gi ", 2 * GI), ("1.5Gi", 3 * GI // 2)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("123Mi", 123 * MIB),
+        ("1Gi", GI),
+        ("100M", 100_000_000),
+        ("512Ki", 512 << 10),
+        ("1000000", 1_000_000),
+        (" 2Gi ", 2 * GI),
+        ("1.5Gi", 3 * GI // 2),
+    ],
+)
 def test_quantities(text: str, value: int) -> None:
     assert parse_quantity(text) == value
 
@@ -124,9 +134,11 @@ def test_systemd_layout() -> None:
     assert layout.kubepods == "/oomtop-lab/kubepods.slice"
     assert layout.pod(QosClass.GUARANTEED, UID) == f"/oomtop-lab/kubepods.slice/kubepods-pod{escaped}.slice"
     assert layout.pod(QosClass.BURSTABLE, UID) == (
-        f"/oomtop-lab/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{escaped}.slice")
+        f"/oomtop-lab/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{escaped}.slice"
+    )
     assert layout.pod(QosClass.BEST_EFFORT, UID) == (
-        f"/oomtop-lab/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{escaped}.slice")
+        f"/oomtop-lab/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{escaped}.slice"
+    )
     assert layout.container("/p.slice", CID) == f"/p.slice/cri-containerd-{CID}.scope"
 
 
@@ -216,16 +228,21 @@ def test_random_round_winners_include_every_qos_class() -> None:
 
 
 def test_kernel_log_records() -> None:
-    killed = parse_record(b"3,261778,3744032637,-;Memory cgroup out of memory: Killed process 3992 (oomb030) "
-                          b"total-vm:42032kB, anon-rss:16384kB, file-rss:592kB, shmem-rss:0kB, UID:0 pgtables:120kB "
-                          b"oom_score_adj:0")
+    killed = parse_record(
+        b"3,261778,3744032637,-;Memory cgroup out of memory: Killed process 3992 (oomb030) "
+        b"total-vm:42032kB, anon-rss:16384kB, file-rss:592kB, shmem-rss:0kB, UID:0 pgtables:120kB "
+        b"oom_score_adj:0"
+    )
     assert killed == Killed(3992, "oomb030", 3744.032637, 261778)
-    summary = parse_record(b"6,1,2000000,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
-                           b"mems_allowed=0,oom_memcg=/oomtop-lab/kubepods/burstable/podX,task_memcg=/oomtop-lab/"
-                           b"kubepods/burstable/podX/abc,task=app-main,pid=42,uid=0")
+    summary = parse_record(
+        b"6,1,2000000,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
+        b"mems_allowed=0,oom_memcg=/oomtop-lab/kubepods/burstable/podX,task_memcg=/oomtop-lab/"
+        b"kubepods/burstable/podX/abc,task=app-main,pid=42,uid=0"
+    )
     assert summary == Summary(42, "/oomtop-lab/kubepods/burstable/podX", "/oomtop-lab/kubepods/burstable/podX/abc", 2.0)
-    group = parse_record(b"6,2,3000000,-;Tasks in /oomtop-lab/kubepods/pod1/c are going to be killed due to "
-                         b"memory.oom.group set")
+    group = parse_record(
+        b"6,2,3000000,-;Tasks in /oomtop-lab/kubepods/pod1/c are going to be killed due to memory.oom.group set"
+    )
     assert group == GroupKill("/oomtop-lab/kubepods/pod1/c", 3.0)
     assert parse_record(b"6,3,4000000,-;something else") is None
     assert parse_record(b"garbage") is None
@@ -235,8 +252,13 @@ def test_kernel_log_records() -> None:
 
 
 def _hog(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "oomtop.lab.hog", *args], cwd=REPO, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "oomtop.lab.hog", *args],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _rss_mib(pid: int) -> float:
@@ -279,10 +301,12 @@ def test_pause_hog_allocates_nothing() -> None:
 
 
 def test_hog_imports_nothing_heavy() -> None:
-    code = ("import sys, oomtop.lab.hog\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'psutil', 'aiofiles') "
-            "or m.startswith('oomtop.') and m not in ('oomtop.lab', 'oomtop.lab.hog'))\n"
-            "print(bad)\n")
+    code = (
+        "import sys, oomtop.lab.hog\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'psutil', 'aiofiles') "
+        "or m.startswith('oomtop.') and m not in ('oomtop.lab', 'oomtop.lab.hog'))\n"
+        "print(bad)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -327,15 +351,29 @@ def test_the_demo_drops_the_lab_prefix(tmp_path: Path) -> None:
     from oomtop.rank import predict
 
     assert predict(stripped).by_domain[f"/kubepods/pod{UID}"].victim.pid == 7
-    event = OomEvent(kind="memcg", time=None, kernel_time_s=None, oom_cgroup=f"/oomtop-lab/kubepods/pod{UID}",
-                     task_cgroup=None, victim=KilledTask(pid=7, comm="hog"), killed=())
+    event = OomEvent(
+        kind="memcg",
+        time=None,
+        kernel_time_s=None,
+        oom_cgroup=f"/oomtop-lab/kubepods/pod{UID}",
+        task_cgroup=None,
+        victim=KilledTask(pid=7, comm="hog"),
+        killed=(),
+    )
     assert strip_event(event, "/oomtop-lab").oom_cgroup == f"/kubepods/pod{UID}"
 
 
 def test_only_the_labs_kills_are_kept() -> None:
     def event(**fields):  # type: ignore[no-untyped-def]
-        base = {"kind": "memcg", "time": None, "kernel_time_s": None, "oom_cgroup": None, "task_cgroup": None,
-                "victim": KilledTask(pid=None, comm=None), "killed": ()}
+        base = {
+            "kind": "memcg",
+            "time": None,
+            "kernel_time_s": None,
+            "oom_cgroup": None,
+            "task_cgroup": None,
+            "victim": KilledTask(pid=None, comm=None),
+            "killed": (),
+        }
         base.update(fields)
         return OomEvent(**base)
 
@@ -426,8 +464,14 @@ def test_lab_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 
 def test_replay_demo_json() -> None:
     """The shipped recording opens anywhere: every sample and the kill, which oomtop predicted."""
-    done = subprocess.run([sys.executable, "-m", "oomtop", "replay", "--demo", "--json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "oomtop", "replay", "--demo", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     samples = [line for line in lines if line.get("type") == "sample"]
@@ -456,7 +500,9 @@ def test_demo_is_package_data() -> None:
 # -------------------------------------------------------------------------- collector races the lab found
 
 
-def test_collector_sees_a_cgroup_made_while_it_lists_the_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collector_sees_a_cgroup_made_while_it_lists_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pod's sandbox cgroup can appear between the collector's listing of the new pod directory and its inotify
     watch on it: the watch must come first, or the child is never seen."""
     from oomtop.collect.collector import Collector
@@ -484,4 +530,3 @@ def test_collector_sees_a_cgroup_made_while_it_lists_the_parent(tmp_path: Path, 
         assert made
         paths = [c.path for c in collector.sample().cgroups]
     assert child in paths
-

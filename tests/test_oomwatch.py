@@ -163,7 +163,7 @@ def test_burst_of_kills_each_reported_once(tmp_path: Path, kmsg: Kmsg) -> None:
 
 
 def test_v2_parent_counter_catches_a_vanished_child(tmp_path: Path, kmsg: Kmsg) -> None:
-    clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
+    _clock, host, watcher, collector = started(host_with_container(tmp_path, layout="v2"), None)
     pod = f"/kubepods/burstable/pod{POD}"
     host.remove_cgroup(CONTAINER)  # the container was killed and its cgroup removed before the next poll
     host.set_file(pod, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
@@ -252,6 +252,7 @@ def test_increment_beside_a_placed_report_is_its_own_kill(tmp_path: Path, kmsg: 
 # memory.oom.group kills without the log: the kernel counts the group's first victim twice in oom_kill (once as
 # the victim, once as a member of the group) and counts the group kill itself in oom_group_kill.
 
+
 def events_file(oom_kill: int, group_kill: int) -> str:
     return f"low 0\nhigh 0\nmax 9\noom 1\noom_kill {oom_kill}\noom_group_kill {group_kill}\n"
 
@@ -294,8 +295,12 @@ def test_kill_right_after_start_is_named_from_a_new_bundle(tmp_path: Path, kmsg:
     old_pod = "0" * 8 + "-0000-4000-8000-" + "0" * 12
     kmsg.send(block(pid=900, cgroup=f"/kubepods/burstable/pod{old_pod}/{'ab' * 32}"), start_us=100_000_000)
     collector = Collector(host.config(slow_interval_s=0.0), monotonic=clock)
-    watcher = OomWatcher(discover_hierarchy(str(host.cgroup_root), str(host.proc)), kmsg.stream,
-                         NodeNames.load(str(host.root)), monotonic=clock)
+    watcher = OomWatcher(
+        discover_hierarchy(str(host.cgroup_root), str(host.proc)),
+        kmsg.stream,
+        NodeNames.load(str(host.root)),
+        monotonic=clock,
+    )
     assert len(watcher.history()) == 1
     containerd(host.root, CTR, name="early", uid=POD, pod="early", ns="v2-tier")
     watcher.on_sample(collector.sample())
@@ -353,7 +358,8 @@ def test_a_cgroup_left_out_of_one_sample_is_not_counted_again(tmp_path: Path, km
 
 @pytest.mark.parametrize("log_first", [False, True], ids=["sample-first", "log-first"])
 def test_a_kill_seen_in_the_parent_while_its_cgroup_was_left_out_is_not_counted_again(
-        tmp_path: Path, kmsg: Kmsg, log_first: bool) -> None:
+    tmp_path: Path, kmsg: Kmsg, log_first: bool
+) -> None:
     """A Sample leaves out the container (a read failed mid-kill) while the pod's hierarchical counter already
     shows the kill; the log names it; when the container is read again, its own count of that kill is the one
     already explained, not a second kill (seen twice in the v2 VM: one kill, a named event and a counter one)."""

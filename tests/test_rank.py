@@ -228,9 +228,16 @@ class TestFastPathsMatchTheReference:
         rng = random.Random(4)
         for _ in range(40):
             tasks = [
-                task(pid, rss_pages=rng.randrange(0, 300_000), adj=rng.choice([-1000, -999, -997, -500, 0, 3, 999, 1000]),
-                     file_pages=0, swap_pages=rng.randrange(0, 5_000), pgtables_bytes=rng.randrange(0, 10 * PAGE),
-                     has_memory=rng.random() > 0.05, page_size=PAGE)
+                task(
+                    pid,
+                    rss_pages=rng.randrange(0, 300_000),
+                    adj=rng.choice([-1000, -999, -997, -500, 0, 3, 999, 1000]),
+                    file_pages=0,
+                    swap_pages=rng.randrange(0, 5_000),
+                    pgtables_bytes=rng.randrange(0, 10 * PAGE),
+                    has_memory=rng.random() > 0.05,
+                    page_size=PAGE,
+                )
                 for pid in rng.sample(range(1, 60), rng.randrange(0, 12))
             ]
             totalpages = rng.choice([1, 999, 1000, 4097, 262144, 4194304])
@@ -240,7 +247,8 @@ class TestFastPathsMatchTheReference:
             reference = score_tasks(tasks, totalpages, PAGE)
             assert reference == [
                 Candidate(t, p, normalised_score(p, totalpages))
-                for t in tasks if (p := badness_points(t, totalpages, PAGE)) is not None
+                for t in tasks
+                if (p := badness_points(t, totalpages, PAGE)) is not None
             ]
             assert dict(scores_of(entries, totalpages)) == {c.task.key: c.score for c in reference}
             chosen = choose(reference)
@@ -547,8 +555,7 @@ class TestMemcgVerdict:
     def test_the_kernels_dmesg_sample_v2_oom_group(self):
         """samples/dmesg-6.1-v2-oomgroup.txt: limit 65536 kB, both python3 at adj 968, oom.group on the scope."""
         pod = (
-            "/kubepods.slice/kubepods-burstable.slice"
-            "/kubepods-burstable-pod5f0c2a43_8f4e_4d59_9a7e_1b2c3d4e5f60.slice"
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod5f0c2a43_8f4e_4d59_9a7e_1b2c3d4e5f60.slice"
         )
         ctr = pod + "/cri-containerd-2a4a743741f705fb70f97b340b5f356dee114a1b32b92b018dc30a478c151181.scope"
         sandbox = pod + "/cri-containerd-" + "0" * 64 + ".scope"

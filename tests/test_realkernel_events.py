@@ -33,6 +33,7 @@ when OOMTOP_REQUIRE_REAL_KERNEL=1.  The harness in tests/realkernel/ is used as-
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -61,6 +62,8 @@ from tests.realkernel import (
     start_trigger,
 )
 
+pytestmark = pytest.mark.memcg_v1
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 QOS_JSON = {"guaranteed": "Guaranteed", "burstable": "Burstable", "besteffort": "BestEffort"}
@@ -83,7 +86,11 @@ def _json_needs_once() -> bool:
     fixed CLI stops at that (after the --json check), the broken one at the --json check; both at once."""
     probe = subprocess.run(
         [sys.executable, "-m", "oomtop", "events", "--json", "--sysfs-root", "/nonexistent-oomtop-probe"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     return "--json needs --once" in probe.stderr
 
@@ -104,8 +111,11 @@ class Seen:
     event: dict
 
     def paths(self) -> list[str]:
-        return [p for p in (self.event.get(k) for k in ("oom_cgroup", "task_cgroup", "detected_in",
-                                                        "oom_group_path")) if isinstance(p, str)]
+        return [
+            p
+            for p in (self.event.get(k) for k in ("oom_cgroup", "task_cgroup", "detected_in", "oom_group_path"))
+            if isinstance(p, str)
+        ]
 
     @property
     def victim_pid(self) -> int | None:
@@ -116,11 +126,13 @@ class Seen:
         e = self.event
         victim = e.get("victim") or {}
         pod, ctr = e.get("pod") or {}, e.get("container") or {}
-        return (f"[read at {self.t:.3f}] pid={victim.get('pid')} comm={victim.get('comm')!r} kind={e.get('kind')} "
-                f"oom_cgroup={e.get('oom_cgroup')} task_cgroup={e.get('task_cgroup')} "
-                f"detected_in={e.get('detected_in')} pod={pod.get('uid')}/{pod.get('qos')} "
-                f"container={(ctr.get('id') or '')[:12]} count={e.get('count')} source={e.get('source')} "
-                f"historical={e.get('historical')} kernel_time_s={e.get('kernel_time_s')}")
+        return (
+            f"[read at {self.t:.3f}] pid={victim.get('pid')} comm={victim.get('comm')!r} kind={e.get('kind')} "
+            f"oom_cgroup={e.get('oom_cgroup')} task_cgroup={e.get('task_cgroup')} "
+            f"detected_in={e.get('detected_in')} pod={pod.get('uid')}/{pod.get('qos')} "
+            f"container={(ctr.get('id') or '')[:12]} count={e.get('count')} source={e.get('source')} "
+            f"historical={e.get('historical')} kernel_time_s={e.get('kernel_time_s')}"
+        )
 
 
 def open_files(pid: int) -> set[str]:
@@ -132,10 +144,8 @@ def open_files(pid: int) -> set[str]:
     except OSError:
         return found
     for name in names:
-        try:
+        with contextlib.suppress(OSError):
             found.add(os.readlink(os.path.join(base, name)))
-        except OSError:
-            pass
     return found
 
 
@@ -148,10 +158,13 @@ class EventsProcess:
         self.stderr: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self._threads = [threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-                         for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -192,7 +205,7 @@ class EventsProcess:
         with self._cond:
             while not predicate():
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not predicate():
+                if left <= 0 or (self.proc.poll() is not None and not predicate()):
                     return predicate()
                 self._cond.wait(min(left, 0.05))
         return True
@@ -207,14 +220,17 @@ class EventsProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"{' '.join(self.argv)} exited with {self.proc.returncode} while starting:\n"
-                                     f"{self.stderr_text()}")
+                raise AssertionError(
+                    f"{' '.join(self.argv)} exited with {self.proc.returncode} while starting:\n{self.stderr_text()}"
+                )
             missing = wanted - self.open_files()
             if not missing:
                 return
             time.sleep(0.01)
-        raise AssertionError(f"oomtop events did not start watching within {timeout}s; not open: {sorted(missing)}"
-                             f"\nstderr:\n{self.stderr_text()}")
+        raise AssertionError(
+            f"oomtop events did not start watching within {timeout}s; not open: {sorted(missing)}"
+            f"\nstderr:\n{self.stderr_text()}"
+        )
 
     def cpu_ticks(self) -> int:
         with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
@@ -305,8 +321,11 @@ class KmsgTail:
                 if len(parts) < 3:
                     continue
                 try:
-                    new.append(KmsgRecord(int(parts[1]), int(parts[2]),
-                                          text.split(b"\n", 1)[0].decode("utf-8", "backslashreplace")))
+                    new.append(
+                        KmsgRecord(
+                            int(parts[1]), int(parts[2]), text.split(b"\n", 1)[0].decode("utf-8", "backslashreplace")
+                        )
+                    )
                 except ValueError:
                     continue
             self.records.extend(new)
@@ -338,16 +357,20 @@ class KmsgTail:
             return None
         start = next(i for i, r in enumerate(records) if r.seq == kills[first].seq)
         end = next(i for i, r in enumerate(records) if r.seq == kills[second].seq)
-        block = records[start + 1:end]
+        block = records[start + 1 : end]
         header = [i for i, r in enumerate(block) if "invoked oom-killer" in r.text]
         if not header:
-            return (f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
-                    f"{first}; the second report's header was rate-limited (no task table to check)")
-        rows = {int(m[1]) for r in block[header[-1]:] if (m := re.match(r"\[\s*(\d+)\]", r.text))}
+            return (
+                f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
+                f"{first}; the second report's header was rate-limited (no task table to check)"
+            )
+        rows = {int(m[1]) for r in block[header[-1] :] if (m := re.match(r"\[\s*(\d+)\]", r.text))}
         if not rows or first in rows:
             return None
-        return (f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
-                f"{first}, whose memory was still being freed (its task table lists {sorted(rows)}, not {first})")
+        return (
+            f"the kernel killed {second} {(kills[second].usec - kills[first].usec) / 1000:.1f} ms after "
+            f"{first}, whose memory was still being freed (its task table lists {sorted(rows)}, not {first})"
+        )
 
     def reported(self) -> set[int]:
         """Victims whose full report (header with cgroup paths, task table) the kernel wrote."""
@@ -379,8 +402,11 @@ def wait_for_report_budget(kills: int, margin: int = 2, timeout: float = 6.0) ->
         with KmsgTail(from_start=True, follow=False) as tail:
             tail.poll()
         now_us = time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
-        recent = sorted(r.usec for r in tail.records
-                        if r.text.startswith("oom-kill:") and r.usec >= now_us - (REPORT_INTERVAL_S + 0.3) * 1e6)
+        recent = sorted(
+            r.usec
+            for r in tail.records
+            if r.text.startswith("oom-kill:") and r.usec >= now_us - (REPORT_INTERVAL_S + 0.3) * 1e6
+        )
         if len(recent) + kills + margin <= REPORT_BURST or time.monotonic() > deadline:
             return
         time.sleep(max(0.05, (recent[0] - now_us) / 1e6 + REPORT_INTERVAL_S + 0.35))
@@ -522,9 +548,16 @@ def event_problems(seen: Seen, kill: Kill, historical: bool, victim_known: bool)
     return problems
 
 
-def check_events(events: list[Seen], kills: list[Kill], tree: TestHierarchy, *, historical: bool = False,
-                 victim_known: bool = True, deadline_s: float | None = EVENT_DEADLINE_S,
-                 reported: set[int] | None = None) -> list[str]:
+def check_events(
+    events: list[Seen],
+    kills: list[Kill],
+    tree: TestHierarchy,
+    *,
+    historical: bool = False,
+    victim_known: bool = True,
+    deadline_s: float | None = EVENT_DEADLINE_S,
+    reported: set[int] | None = None,
+) -> list[str]:
     """Everything wrong with the events of our kills: missing, duplicated, stray, late or wrong in a field.
     ``reported``: the victims whose full report our own reading of the log saw (to say which were cut short)."""
     ours = [s for s in events if is_ours(s, tree, kills)]
@@ -539,8 +572,9 @@ def check_events(events: list[Seen], kills: list[Kill], tree: TestHierarchy, *, 
             problems.append(f"{label}: no event")
             continue
         if len(got) > 1:
-            problems.append(f"{label}: {len(got)} events instead of one:\n      " +
-                            "\n      ".join(s.brief() for s in got))
+            problems.append(
+                f"{label}: {len(got)} events instead of one:\n      " + "\n      ".join(s.brief() for s in got)
+            )
         wrong = event_problems(got[0], kill, historical, victim_known)
         if reported is not None and kill.pid not in reported and got[0].event.get("task_cgroup") is None:
             # The kernel printed only "Killed process N (comm)" (its report is rate-limited to 10 in 5 s) and the
@@ -551,8 +585,9 @@ def check_events(events: list[Seen], kills: list[Kill], tree: TestHierarchy, *, 
         if wrong:
             problems.append(f"{label}: " + "; ".join(wrong) + f"\n      <- {got[0].brief()}")
         if deadline_s is not None and got[0].t - kill.died_at > deadline_s:
-            problems.append(f"{label}: event read {got[0].t - kill.died_at:.2f}s after the victim died "
-                            f"(limit {deadline_s}s)")
+            problems.append(
+                f"{label}: event read {got[0].t - kill.died_at:.2f}s after the victim died (limit {deadline_s}s)"
+            )
     for seen in stray:
         problems.append(f"event for none of our kills: {seen.brief()}")
     return problems
@@ -588,8 +623,11 @@ def gather(ev: EventsProcess, kills: list[Kill], tree: TestHierarchy, interval: 
 
 def describe(ev: EventsProcess, events: list[Seen], tree: TestHierarchy, kills: list[Kill]) -> str:
     ours = [s.brief() for s in events if is_ours(s, tree, kills)]
-    return (f"{' '.join(ev.argv[1:])}: our events ({len(ours)} for {len(kills)} kills):\n    " + "\n    ".join(ours)
-            + f"\n  stderr: {ev.stderr_text()[-1500:]!r}")
+    return (
+        f"{' '.join(ev.argv[1:])}: our events ({len(ours)} for {len(kills)} kills):\n    "
+        + "\n    ".join(ours)
+        + f"\n  stderr: {ev.stderr_text()[-1500:]!r}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -635,8 +673,10 @@ def test_container_oom(with_kmsg: None, hog_binary: str, tree: TestHierarchy, in
         if interval >= 2 and not problems:
             first = next(s for s in events if s.victim_pid == kill.pid)
             if first.t - kill.died_at > FAST_DEADLINE_S:
-                problems.append(f"with --interval {interval} the kill came {first.t - kill.died_at:.2f}s after the "
-                                f"victim died: the poll carried it, not the log or the wake-ups")
+                problems.append(
+                    f"with --interval {interval} the kill came {first.t - kill.died_at:.2f}s after the "
+                    f"victim died: the poll carried it, not the log or the wake-ups"
+                )
         assert bystander.alive(), "the hog in the sibling container was killed too"
         fail_if(problems, describe(ev, events, tree, [kill]))
 
@@ -673,8 +713,10 @@ def test_pod_oom(with_kmsg: None, hog_binary: str, tree: TestHierarchy) -> None:
                 time.sleep(0.02)
                 kmsg.poll()
             race = kmsg.exit_race(victim.pid, trigger.pid)
-            assert race, (f"the trigger in container B died ({trigger.popen.returncode}) and the kernel log does not "
-                          f"show the exit race:\n" + "\n".join(r.text for r in kmsg.snapshot()[-80:]))
+            assert race, (
+                f"the trigger in container B died ({trigger.popen.returncode}) and the kernel log does not "
+                f"show the exit race:\n" + "\n".join(r.text for r in kmsg.snapshot()[-80:])
+            )
             print(race)
             kills.append(second)
         events, bad = gather(ev, kills, tree, 0.5)
@@ -708,8 +750,11 @@ def test_cgroup_removed_right_after_kill(with_kmsg: None, hog_binary: str, tree:
         events, bad = gather(ev, [kill], tree, 0.5)
         kmsg.poll()
         problems = bad + check_events(events, [kill], tree, reported=kmsg.reported())
-        fail_if(problems, describe(ev, events, tree, [kill]) + f"\n  cgroup removed {removed_at - kill.died_at:.3f}s "
-                f"after the victim was reaped")
+        fail_if(
+            problems,
+            describe(ev, events, tree, [kill]) + f"\n  cgroup removed {removed_at - kill.died_at:.3f}s "
+            f"after the victim was reaped",
+        )
 
 
 # ------------------------------------------------------------------------------------- e. history at start
@@ -723,8 +768,10 @@ def test_no_follow_lists_history(with_kmsg: None, hog_binary: str, tree: TestHie
     e = tree.add_container(besteffort, 16 * MIB)
     with KmsgTail() as kmsg:
         wait_for_report_budget(2)
-        kills = [overshoot(tree, hog_binary, g, guaranteed, "oomev hist g"),
-                 overshoot(tree, hog_binary, e, besteffort, "oomev hist e")]
+        kills = [
+            overshoot(tree, hog_binary, g, guaranteed, "oomev hist g"),
+            overshoot(tree, hog_binary, e, besteffort, "oomev hist e"),
+        ]
         deadline = time.monotonic() + 5
         while not {k.pid for k in kills} <= set(kmsg.kills()) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -748,8 +795,12 @@ def test_no_follow_lists_history(with_kmsg: None, hog_binary: str, tree: TestHie
         problems.append(f"took {took:.1f}s to list the history (expected to exit promptly)")
     problems += check_events(events, kills, tree, historical=True, deadline_s=None, reported=kmsg.reported())
     ours = [s.brief() for s in events if is_ours(s, tree, kills)]
-    fail_if(problems, f"events --no-follow ({took:.2f}s, {len(events)} events in all): ours:\n    " +
-            "\n    ".join(ours) + f"\n  stderr: {done.stderr.decode(errors='replace')[-1500:]!r}")
+    fail_if(
+        problems,
+        f"events --no-follow ({took:.2f}s, {len(events)} events in all): ours:\n    "
+        + "\n    ".join(ours)
+        + f"\n  stderr: {done.stderr.decode(errors='replace')[-1500:]!r}",
+    )
 
 
 # --------------------------------------------------------------------------------------------- c. a burst
@@ -779,19 +830,23 @@ def burst(with_kmsg: None, hog_binary: str) -> BurstRun:
         with EventsProcess("--interval", "0.5") as ev, KmsgTail() as kmsg:
             ev.wait_watching(tree, [p.path for p in pods] + [c for _p, c in containers], kmsg=True)
             hogs = [new_hog(tree, hog_binary, c, 40, f"oomev burst{i:02d}") for i, (_p, c) in enumerate(containers)]
-            kills = [kill_for(h, f"oomev burst{i:02d}", h.cgroup, pod)
-                     for i, (h, (pod, _c)) in enumerate(zip(hogs, containers))]
-            for hog, kill in zip(hogs, kills):
+            kills = [
+                kill_for(h, f"oomev burst{i:02d}", h.cgroup, pod)
+                for i, (h, (pod, _c)) in enumerate(zip(hogs, containers, strict=False))
+            ]
+            for hog, kill in zip(hogs, kills, strict=False):
                 kill.released_at = time.monotonic()
                 hog.join_and_go()
-            for hog, kill in zip(hogs, kills):
+            for hog, kill in zip(hogs, kills, strict=False):
                 wait_killed(hog, kill)
             spread = max(k.died_at for k in kills) - min(k.released_at for k in kills)
             events, bad = gather(ev, kills, tree, 0.5)
             kmsg.poll()
             reported = kmsg.reported() & {k.pid for k in kills}
-            context = (describe(ev, events, tree, kills) + f"\n  {len(kills)} kills within {spread:.2f}s; the kernel "
-                       f"wrote the full report (with cgroup paths) for {len(reported)} of them")
+            context = (
+                describe(ev, events, tree, kills) + f"\n  {len(kills)} kills within {spread:.2f}s; the kernel "
+                f"wrote the full report (with cgroup paths) for {len(reported)} of them"
+            )
     return BurstRun(kills, events, bad, spread, reported, context, tree.parent, tree)  # all removed by now
 
 
@@ -801,8 +856,12 @@ def test_burst_no_kill_missed(burst: BurstRun) -> None:
     ours = [s for s in burst.events if is_ours(s, burst.tree, burst.kills)]
     problems = list(burst.bad)
     for kill in burst.kills:
-        about = [s for s in ours if s.victim_pid == kill.pid or
-                 (s.victim_pid is None and kill.cgroup in (s.event.get("detected_in"), s.event.get("task_cgroup")))]
+        about = [
+            s
+            for s in ours
+            if s.victim_pid == kill.pid
+            or (s.victim_pid is None and kill.cgroup in (s.event.get("detected_in"), s.event.get("task_cgroup")))
+        ]
         if not about:
             problems.append(f"kill of {kill.pid} in {kill.cgroup}: no event")
         elif about[0].t - kill.died_at > EVENT_DEADLINE_S:
@@ -843,7 +902,7 @@ def no_kmsg(real_kernel: None, hog_binary: str) -> NoKmsgRun:
             ev.wait_watching(tree, [p.path for p in pods] + containers, kmsg=False)
             opened = "/dev/kmsg" in ev.open_files()
             kills = []
-            for i, (pod, container) in enumerate(zip(pods, containers)):
+            for i, (pod, container) in enumerate(zip(pods, containers, strict=False)):
                 wait_for_report_budget(1, timeout=2.0)  # not for us: other tests here want full reports
                 kills.append(overshoot(tree, hog_binary, container, pod, f"oomev nolog{i}"))
                 time.sleep(0.3)
@@ -871,7 +930,7 @@ def test_no_kmsg_cgroup_removed_right_after_kill(real_kernel: None, hog_binary: 
     pod = tree.add_pod("burstable", 256 * MIB)
     containers = [tree.add_container(pod, 16 * MIB) for _ in range(4)]
     with EventsProcess("--kmsg", "none", "--interval", "0.5") as ev:
-        ev.wait_watching(tree, [pod.path] + containers, kmsg=False)
+        ev.wait_watching(tree, [pod.path, *containers], kmsg=False)
         kills = []
         for i, container in enumerate(containers):
             wait_for_report_budget(1, timeout=2.0)  # not for us: other tests here want full reports
@@ -897,8 +956,9 @@ def test_kill_during_a_poll_counted_once(real_kernel: None, hog_binary: str, tre
     config = CollectorConfig()
     pod = tree.add_pod("burstable", 256 * MIB)
     container = tree.add_container(pod, 16 * MIB)
-    watcher = OomWatcher(discover_hierarchy(config.cgroup_root, config.procfs_root),
-                         "/dev/kmsg" if log == "kmsg" else None)
+    watcher = OomWatcher(
+        discover_hierarchy(config.cgroup_root, config.procfs_root), "/dev/kmsg" if log == "kmsg" else None
+    )
     events = []
     try:
         with Collector(config) as collector, KmsgTail() as tail:
@@ -919,8 +979,12 @@ def test_kill_during_a_poll_counted_once(real_kernel: None, hog_binary: str, tre
             events += watcher.tick()
     finally:
         watcher.close()
-    ours = [e for e in events if any(p and p.startswith(tree.parent + "/") for p in (e.task_cgroup, e.detected_in))
-            or e.victim.pid == kill.pid]
+    ours = [
+        e
+        for e in events
+        if any(p and p.startswith(tree.parent + "/") for p in (e.task_cgroup, e.detected_in))
+        or e.victim.pid == kill.pid
+    ]
     summary = [f"victim={e.victim.pid} source={e.source} count={e.count} task_cgroup={e.task_cgroup}" for e in ours]
     assert len(ours) == 1, f"{len(ours)} events for one kill: {summary}"
 
@@ -947,8 +1011,14 @@ def test_registering_new_cgroups_does_not_stall_the_loop(real_kernel: None, tree
 
 
 def test_events_json_is_accepted(real_kernel: None) -> None:
-    done = subprocess.run([sys.executable, "-m", "oomtop", "events", "--json", "--no-follow", "--kmsg", "none"],
-                          cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "oomtop", "events", "--json", "--no-follow", "--kmsg", "none"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, f"exit status {done.returncode}; stderr: {done.stderr.strip()!r}"
 
 

@@ -26,6 +26,7 @@ import warnings
 
 import pytest
 
+from tests import tiers
 from tests.realkernel import (
     KmsgReader,
     TestHierarchy,
@@ -41,13 +42,15 @@ from tests.realkernel import (
 )
 from tests.realkernel.oracle import kernel_table_points, read_proc_memory
 from tests.realkernel.scenario import (
+    HOG_OVERHEAD_PAGES,
     MARGIN_PAGES,
     PAGES_PER_MIB,
-    HOG_OVERHEAD_PAGES,
     Scenario,
     generate,
     trigger_cap_mib,
 )
+
+pytestmark = pytest.mark.memcg_v1
 
 MIB = 1 << 20
 SEED = int(os.environ.get("OOMTOP_REALKERNEL_SEED") or random.SystemRandom().randrange(1, 1 << 31))
@@ -72,8 +75,10 @@ def _say(config: pytest.Config, text: str) -> None:
 @pytest.fixture(scope="module")
 def real_kernel(pytestconfig: pytest.Config) -> None:
     require_real_kernel()
-    _say(pytestconfig, f"real-kernel v1 tests: seed {SEED} ({SCENARIO_COUNT} scenarios); replay with "
-                       f"OOMTOP_REALKERNEL_SEED={SEED}")
+    _say(
+        pytestconfig,
+        f"real-kernel v1 tests: seed {SEED} ({SCENARIO_COUNT} scenarios); replay with OOMTOP_REALKERNEL_SEED={SEED}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +132,9 @@ def _cgroup_figure_problems(tree: TestHierarchy, sample, paths: list[str]) -> li
             problems.append(f"{rel}: limit_bytes {cgroup.limit_bytes}, memory.limit_in_bytes says {limit}")
         tolerance = max(512 * 1024, usage // 100)
         if abs(cgroup.usage_bytes - usage) > tolerance:
-            problems.append(f"{rel}: usage_bytes {cgroup.usage_bytes}, memory.usage_in_bytes {usage} "
-                            f"(tolerance {tolerance})")
+            problems.append(
+                f"{rel}: usage_bytes {cgroup.usage_bytes}, memory.usage_in_bytes {usage} (tolerance {tolerance})"
+            )
         if sorted(cgroup.pids) != sorted(procs):
             problems.append(f"{rel}: pids {sorted(cgroup.pids)}, cgroup.procs {sorted(procs)}")
         if cgroup.oom_kills != oom_kill:
@@ -183,8 +189,10 @@ def _task_figure_problems(sample, hogs) -> list[str]:  # type: ignore[no-untyped
         points = badness_points(task, totalpages, page_size)
         computed = proc_oom_score(points, totalpages)
         if abs(computed - kernel.oom_score) > 1:
-            problems.append(f"{label}: proc_oom_score(badness_points(...)) = {computed} (points {points}, "
-                            f"totalpages {totalpages}), kernel's oom_score {kernel.oom_score}")
+            problems.append(
+                f"{label}: proc_oom_score(badness_points(...)) = {computed} (points {points}, "
+                f"totalpages {totalpages}), kernel's oom_score {kernel.oom_score}"
+            )
     return problems
 
 
@@ -228,11 +236,21 @@ def test_figures_match_kernel(hierarchy: TestHierarchy, hog_binary: str) -> None
     e2 = tree.add_container(besteffort)
     empty = tree.add_container(burstable)  # a container without processes (like CRI-O's missing sandbox)
     # (cgroup, anon MiB, adj, shmem MiB, mlocked file MiB)
-    plan = [(g1, 30, 0, 0, 0), (g1, 20, 999, 0, 0), (g2, 10, 1, 30, 0), (b1, 25, 500, 0, 0), (b1, 5, 3, 0, 20),
-            (b2, 16, 1000, 0, 0), (e1, 12, 1000, 0, 0), (e2, 4, 250, 6, 8)]
+    plan = [
+        (g1, 30, 0, 0, 0),
+        (g1, 20, 999, 0, 0),
+        (g2, 10, 1, 30, 0),
+        (b1, 25, 500, 0, 0),
+        (b1, 5, 3, 0, 20),
+        (b2, 16, 1000, 0, 0),
+        (e1, 12, 1000, 0, 0),
+        (e2, 4, 250, 6, 8),
+    ]
     file_dir = os.path.dirname(hog_binary)
-    hogs = [start_hog(tree, hog_binary, cgroup, mib, adj, shmem_mib=shmem, file_mib=file, file_dir=file_dir)
-            for cgroup, mib, adj, shmem, file in plan]
+    hogs = [
+        start_hog(tree, hog_binary, cgroup, mib, adj, shmem_mib=shmem, file_mib=file, file_dir=file_dir)
+        for cgroup, mib, adj, shmem, file in plan
+    ]
 
     collector = _new_collector()
     try:
@@ -282,21 +300,27 @@ def _pace_oom_kills() -> None:
 def _explain(scenario: Scenario, domain: str, hogs, verdict, oracle, kills) -> str:  # type: ignore[no-untyped-def]
     lines = [scenario.describe(), f"seed {SEED}; domain {domain}"]
     for i, hog in enumerate(hogs):
-        lines.append(f"  hog {i}: pid {hog.pid} in {hog.cgroup.rsplit('/', 1)[-1][:12]} oracle points "
-                     f"{oracle.get(hog.pid)}")
+        lines.append(
+            f"  hog {i}: pid {hog.pid} in {hog.cgroup.rsplit('/', 1)[-1][:12]} oracle points {oracle.get(hog.pid)}"
+        )
     if verdict is not None:
-        lines.append("  oomtop candidates (pid, points): "
-                     + ", ".join(f"({c.task.pid}, {c.points})" for c in verdict.candidates))
+        lines.append(
+            "  oomtop candidates (pid, points): " + ", ".join(f"({c.task.pid}, {c.points})" for c in verdict.candidates)
+        )
         victim = verdict.victim.pid if verdict.victim else None
         lines.append(f"  oomtop victim: {victim}, totalpages {verdict.totalpages}")
     for kill in kills or ():
-        lines.append(f"  kernel killed {kill.pid} ({kill.comm}), oom_memcg {kill.oom_memcg}, "
-                     f"usage {kill.usage_kb} kB, limit {kill.limit_kb} kB, invoked by {kill.invoker}")
+        lines.append(
+            f"  kernel killed {kill.pid} ({kill.comm}), oom_memcg {kill.oom_memcg}, "
+            f"usage {kill.usage_kb} kB, limit {kill.limit_kb} kB, invoked by {kill.invoker}"
+        )
         totalpages = (kill.limit_kb or 0) // 4
         for pid, row in kill.task_table.items():
-            lines.append(f"    kernel table pid {pid} {row.get('name')}: rss {row.get('rss')} pgtables "
-                         f"{row.get('pgtables_bytes')} adj {row.get('oom_score_adj')} -> points "
-                         f"{kernel_table_points(row, totalpages)}")
+            lines.append(
+                f"    kernel table pid {pid} {row.get('name')}: rss {row.get('rss')} pgtables "
+                f"{row.get('pgtables_bytes')} adj {row.get('oom_score_adj')} -> points "
+                f"{kernel_table_points(row, totalpages)}"
+            )
     return "\n".join(lines)
 
 
@@ -314,8 +338,19 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
             domain = pods[scenario.domain_pod].path  # type: ignore[index]
         else:
             domain = containers[scenario.domain_container]  # type: ignore[index]
-        hogs = [start_hog(tree, binary, containers[spec.container], spec.anon_mib, spec.adj, shmem_mib=spec.shmem_mib,
-                          file_mib=spec.file_mib, file_dir=file_dir) for spec in scenario.hogs]
+        hogs = [
+            start_hog(
+                tree,
+                binary,
+                containers[spec.container],
+                spec.anon_mib,
+                spec.adj,
+                shmem_mib=spec.shmem_mib,
+                file_mib=spec.file_mib,
+                file_dir=file_dir,
+            )
+            for spec in scenario.hogs
+        ]
         domain_hogs = [hogs[i] for i in scenario.domain_hogs()]
 
         sample = collector.sample()
@@ -373,8 +408,11 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
         our_pids = {h.pid for h in hogs} | {trigger.pid}
         # The kernel rate-limits the header of a kill report (10 per 5 s): without it only "Killed process"
         # is logged, with no oom_memcg= to tell whose it is, so match those by pid.
-        ours = [k for k in kills if (k.oom_memcg or "").startswith(tree.parent)
-                or (k.oom_memcg is None and k.pid in our_pids)]
+        ours = [
+            k
+            for k in kills
+            if (k.oom_memcg or "").startswith(tree.parent) or (k.oom_memcg is None and k.pid in our_pids)
+        ]
         after = _oom_kill_counters(tree, subtree)
         failcnt_after = _failcnts(tree, subtree)
         report = _explain(scenario, domain, hogs, verdict, oracle, ours)
@@ -385,7 +423,8 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
             assert hog.killed_by_sigkill(), f"hog {hog.pid} exited with {hog.popen.returncode}:\n{report}"
         if kmsg is not None:
             assert sorted(k.pid for k in ours) == sorted(h.pid for h in dead), (
-                f"kernel log kills {[k.pid for k in ours]} vs dead hogs {[h.pid for h in dead]}:\n{report}")
+                f"kernel log kills {[k.pid for k in ours]} vs dead hogs {[h.pid for h in dead]}:\n{report}"
+            )
             first = ours[0]
             victim = next(h for h in hogs if h.pid == first.pid)
             if first.oom_memcg is not None:
@@ -399,7 +438,8 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
             assert len(ours) <= 2, f"{len(ours)} kills for one OOM:\n{report}"
             for extra in ours[1:]:
                 assert extra.task_table and first.pid not in extra.task_table, (
-                    f"second kill {extra.pid} not explained by the exit race:\n{report}")
+                    f"second kill {extra.pid} not explained by the exit race:\n{report}"
+                )
                 _stats["second_kills"] += 1
         else:
             assert len(dead) == 1, f"{len(dead)} hogs died ({[h.pid for h in dead]}), expected one:\n{report}"
@@ -414,7 +454,8 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
 
         # The check that matters: oomtop named the process the kernel then killed.
         assert predicted.pid == victim.pid, (
-            f"oomtop predicted pid {predicted.pid}, the kernel killed pid {victim.pid}:\n{report}")
+            f"oomtop predicted pid {predicted.pid}, the kernel killed pid {victim.pid}:\n{report}"
+        )
         _stats["passed"] += 1
         _stats["adj_decided"] += int(max(domain_hogs, key=lambda h: h.total_mib) is not victim)
         _stats["by_kind"][scenario.kind] = _stats["by_kind"].get(scenario.kind, 0) + 1
@@ -436,10 +477,12 @@ _stats: dict = {"passed": 0, "second_kills": 0, "adj_decided": 0, "by_kind": {},
 @pytest.fixture(scope="module")
 def scenario_summary(real_kernel: None, pytestconfig: pytest.Config):  # type: ignore[no-untyped-def]
     yield
-    line = (f"\nreal-kernel v1 scenarios (seed {SEED}): {_stats['passed']}/{len(SCENARIOS)} predicted victims "
-            f"confirmed by the kernel (by OOM level {_stats['by_kind']}; {_stats['adj_decided']} decided by "
-            f"oom_score_adj rather than size; {_stats['shmem_or_file_victims']} victims holding shmem/file memory); "
-            f"{_stats['second_kills']} follow-up kills from the kernel's exit race")
+    line = (
+        f"\nreal-kernel v1 scenarios (seed {SEED}): {_stats['passed']}/{len(SCENARIOS)} predicted victims "
+        f"confirmed by the kernel (by OOM level {_stats['by_kind']}; {_stats['adj_decided']} decided by "
+        f"oom_score_adj rather than size; {_stats['shmem_or_file_victims']} victims holding shmem/file memory); "
+        f"{_stats['second_kills']} follow-up kills from the kernel's exit race"
+    )
     _say(pytestconfig, line)
 
 
@@ -465,15 +508,13 @@ def test_tie_goes_to_the_later_forked_task(hog_binary: str, collector) -> None: 
     later fork, whatever its pid.
     """
     from oomtop.rank import predict
-
     from tests.realkernel.hog import start_twins
 
-    if kmsg_unavailable_reason() is not None:
-        pytest.skip(f"needs the kernel log to see the tie: {kmsg_unavailable_reason()}")
+    tiers.require("kmsg")  # the kernel log shows the tie
     with TestHierarchy() as tree:
         pod = tree.add_pod("burstable")
         container = tree.add_container(pod, 100 * MIB)
-        forker, first, second = start_twins(tree, hog_binary, container, 40, 0)
+        _forker, first, second = start_twins(tree, hog_binary, container, 40, 0)
         assert second < first, "the later twin should have the lower pid"
         sample = collector.sample()
         verdict = predict(sample).by_domain[container]
@@ -482,8 +523,11 @@ def test_tie_goes_to_the_later_forked_task(hog_binary: str, collector) -> None: 
         with KmsgReader() as kmsg:
             trigger = start_trigger(tree, hog_binary, container, cap)
             assert trigger.wait_for(b"D", 15.0) == b"D", "the trigger died"
-            kills = [k for k in collect_kills(kmsg, 1, 3.0)
-                     if (k.oom_memcg or "").startswith(tree.parent) or k.pid in (first, second)]
+            kills = [
+                k
+                for k in collect_kills(kmsg, 1, 3.0)
+                if (k.oom_memcg or "").startswith(tree.parent) or k.pid in (first, second)
+            ]
         assert kills, "no OOM kill in the kernel log"
         kill = kills[0]
         table = kill.task_table
@@ -501,7 +545,8 @@ def test_tie_goes_to_the_later_forked_task(hog_binary: str, collector) -> None: 
             raise OomtopMismatch(
                 f"tie between pids {first} (forked first) and {second} (forked later, lower pid): kernel killed "
                 f"{kill.pid}, oomtop predicted {verdict.victim.pid if verdict.victim else None}; oomtop's "
-                f"candidates {candidates}; Cgroup.pids {next(c.pids for c in sample.cgroups if c.path == container)}")
+                f"candidates {candidates}; Cgroup.pids {next(c.pids for c in sample.cgroups if c.path == container)}"
+            )
 
 
 def test_tie_across_containers_goes_to_the_later_created_container(  # type: ignore[no-untyped-def]
@@ -512,8 +557,7 @@ def test_tie_across_containers_goes_to_the_later_created_container(  # type: ign
     the lower pid."""
     from oomtop.rank import predict
 
-    if kmsg_unavailable_reason() is not None:
-        pytest.skip(f"needs the kernel log to see the tie: {kmsg_unavailable_reason()}")
+    tiers.require("kmsg")  # the kernel log shows the tie
     with TestHierarchy() as tree:
         pod = tree.add_pod("guaranteed", 100 * MIB)
         earlier = tree.add_container(pod)
@@ -527,8 +571,11 @@ def test_tie_across_containers_goes_to_the_later_created_container(  # type: ign
         with KmsgReader() as kmsg:
             trigger = start_trigger(tree, hog_binary, earlier, cap)
             assert trigger.wait_for(b"D", 15.0) == b"D", "the trigger died"
-            kills = [k for k in collect_kills(kmsg, 1, 3.0)
-                     if (k.oom_memcg or "").startswith(tree.parent) or k.pid in (in_later.pid, in_earlier.pid)]
+            kills = [
+                k
+                for k in collect_kills(kmsg, 1, 3.0)
+                if (k.oom_memcg or "").startswith(tree.parent) or k.pid in (in_later.pid, in_earlier.pid)
+            ]
         assert kills, "no OOM kill in the kernel log"
         kill = kills[0]
         table = kill.task_table
@@ -542,7 +589,8 @@ def test_tie_across_containers_goes_to_the_later_created_container(  # type: ign
         candidates = [(c.task.pid, c.points) for c in verdict.candidates]
         assert verdict.victim is not None and verdict.victim.pid == kill.pid, (
             f"kernel killed {kill.pid} (in the later container), oomtop predicted "
-            f"{verdict.victim.pid if verdict.victim else None}; candidates {candidates}")
+            f"{verdict.victim.pid if verdict.victim else None}; candidates {candidates}"
+        )
 
 
 # --------------------------------------------------------------------------------------------- c. cleanup
@@ -554,12 +602,11 @@ class _Boom(Exception):
 
 def test_cleanup_on_failure_and_nothing_left(real_kernel: None, hog_binary: str) -> None:
     tree = TestHierarchy()
-    with pytest.raises(_Boom):
-        with tree:
-            pod = tree.add_pod("burstable", 64 * MIB)
-            container = tree.add_container(pod, 32 * MIB)
-            hog = start_hog(tree, hog_binary, container, 12, 500)
-            raise _Boom()
+    with pytest.raises(_Boom), tree:
+        pod = tree.add_pod("burstable", 64 * MIB)
+        container = tree.add_container(pod, 32 * MIB)
+        hog = start_hog(tree, hog_binary, container, 12, 500)
+        raise _Boom()
     assert not os.path.exists(tree.fs(tree.parent)), f"{tree.parent} survived a failing test body"
     assert hog.popen.returncode is not None, f"hog {hog.pid} survived a failing test body"
 

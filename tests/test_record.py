@@ -1,4 +1,5 @@
-"""Record and replay (issue 5): round trip, crash safety, damage, format versions, disk full, file mode, redaction, export.
+"""Record and replay (issue 5): round trip, crash safety, damage, format versions, disk full, file mode, redaction,
+export.
 
 Everything runs on fixture hosts (tests/fakehost.py) through the real collector, the real writer and the real reader;
 the CLI is run as a subprocess where the behaviour under test is the process's (kill -9, exit status, stderr).  The
@@ -84,10 +85,17 @@ class ScriptedHost:
         self.cgroup(POD, usage=200 << 20, limit=512 << 20)
         self.cgroup(CTR, usage=150 << 20, limit=256 << 20, inactive_file=6 << 20)
         self.procs = {
-            101: FakeProcess(101, comm="web", rss_anon_kb=80 * 1024, adj=900, start_ticks=1100,
-                             cmdline=f"web\0--serve\0{MARKER}\0".encode()),
-            102: FakeProcess(102, comm="helper", rss_anon_kb=10 * 1024, adj=900, start_ticks=1200,
-                             cmdline=b"helper\0--loop\0"),
+            101: FakeProcess(
+                101,
+                comm="web",
+                rss_anon_kb=80 * 1024,
+                adj=900,
+                start_ticks=1100,
+                cmdline=f"web\0--serve\0{MARKER}\0".encode(),
+            ),
+            102: FakeProcess(
+                102, comm="helper", rss_anon_kb=10 * 1024, adj=900, start_ticks=1200, cmdline=b"helper\0--loop\0"
+            ),
         }
         for process in self.procs.values():
             self.place(process, CTR)
@@ -105,7 +113,7 @@ class ScriptedHost:
     def place(self, process: FakeProcess, path: str) -> None:
         self.host.write_process(process)
         self.host.processes[process.pid] = process
-        self.update(path, pids=tuple(self.specs[path]["pids"]) + (process.pid,))
+        self.update(path, pids=(*tuple(self.specs[path]["pids"]), process.pid))
 
     def exit(self, pid: int, path: str) -> None:
         self.update(path, pids=tuple(p for p in self.specs[path]["pids"] if p != pid))
@@ -126,8 +134,9 @@ class ScriptedHost:
                 (pods / name / "0.log").write_text("")
         if i == 10:  # a new container with a process
             self.cgroup(CTR2, usage=30 << 20, limit=64 << 20)
-            self.procs[201] = FakeProcess(201, comm="sidecar", rss_anon_kb=20 * 1024, start_ticks=2100,
-                                          cmdline=f"sidecar\0{MARKER}-2\0".encode())
+            self.procs[201] = FakeProcess(
+                201, comm="sidecar", rss_anon_kb=20 * 1024, start_ticks=2100, cmdline=f"sidecar\0{MARKER}-2\0".encode()
+            )
             self.place(self.procs[201], CTR2)
         if i == 20:  # a process exits, another one starts
             self.exit(102, CTR)
@@ -137,12 +146,16 @@ class ScriptedHost:
             self.host.mem_available_kb -= 512 * 1024
             self.host.write_meminfo()
         if i == 28:  # pid 102 is reused by a new process (another start time, so another task)
-            self.procs[102] = FakeProcess(102, comm="cron", rss_anon_kb=2 * 1024, start_ticks=9000,
-                                          cmdline=b"cron\0-f\0")
+            self.procs[102] = FakeProcess(
+                102, comm="cron", rss_anon_kb=2 * 1024, start_ticks=9000, cmdline=b"cron\0-f\0"
+            )
             self.place(self.procs[102], CTR2)
         if i == 30 and self.host.layout == "v2":
-            self.update(CTR, pressure="some avg10=1.25 avg60=0.50 avg300=0.10 total=123456\n"
-                                      "full avg10=0.75 avg60=0.25 avg300=0.05 total=65432\n")
+            self.update(
+                CTR,
+                pressure="some avg10=1.25 avg60=0.50 avg300=0.10 total=123456\n"
+                "full avg10=0.75 avg60=0.25 avg300=0.05 total=65432\n",
+            )
         if i == 33:  # the container goes away: its processes first, then the directory
             self.exit(201, CTR2)
             self.exit(102, CTR2)
@@ -164,9 +177,13 @@ def scripted_samples(root: Path, layout: str = "v2", count: int = 50) -> list[Sa
             scripted.step(i)
             sample = collector.sample()
             if 15 <= i <= 17:
-                sample = dataclasses.replace(sample, warnings=sample.warnings + ("permission denied reading memory.stat of some cgroups",))
+                sample = dataclasses.replace(
+                    sample, warnings=(*sample.warnings, "permission denied reading memory.stat of some cgroups")
+                )
             elif i == 40:
-                sample = dataclasses.replace(sample, warnings=("inotify is unavailable: new cgroups are found once a second",))
+                sample = dataclasses.replace(
+                    sample, warnings=("inotify is unavailable: new cgroups are found once a second",)
+                )
             samples.append(sample)
             wall.now += INTERVAL
             mono.now += INTERVAL
@@ -177,35 +194,122 @@ def scripted_events(samples: list[Sample]) -> list[OomEvent]:
     """Three kills between samples: a container kill, an oom.group kill of two tasks, a node-wide kill."""
     pod = PodRef(uid=UID, qos=QosClass.BURSTABLE, name="web-7d9f", namespace="shop")
     container = ContainerRef(id=CID, runtime="containerd", name="web")
-    web = KilledTask(pid=101, comm="web", anon_rss_bytes=81 << 20, file_rss_bytes=1 << 20, shmem_rss_bytes=0,
-                     total_vm_bytes=300 << 20, uid=0, pgtables_bytes=200 << 10, oom_score_adj=900)
-    helper = KilledTask(pid=102, comm="helper", anon_rss_bytes=10 << 20, file_rss_bytes=256 << 10,
-                        shmem_rss_bytes=0, total_vm_bytes=40 << 20, uid=0, pgtables_bytes=48 << 10, oom_score_adj=900)
+    web = KilledTask(
+        pid=101,
+        comm="web",
+        anon_rss_bytes=81 << 20,
+        file_rss_bytes=1 << 20,
+        shmem_rss_bytes=0,
+        total_vm_bytes=300 << 20,
+        uid=0,
+        pgtables_bytes=200 << 10,
+        oom_score_adj=900,
+    )
+    helper = KilledTask(
+        pid=102,
+        comm="helper",
+        anon_rss_bytes=10 << 20,
+        file_rss_bytes=256 << 10,
+        shmem_rss_bytes=0,
+        total_vm_bytes=40 << 20,
+        uid=0,
+        pgtables_bytes=48 << 10,
+        oom_score_adj=900,
+    )
     candidates = (
-        KernelCandidate(pid=101, comm="web", oom_score_adj=900, rss_pages=20992, uid=0, tgid=101,
-                        total_vm_pages=76800, rss_anon_pages=20736, rss_file_pages=256, rss_shmem_pages=0,
-                        pgtables_bytes=204800, swapents=0),
-        KernelCandidate(pid=102, comm="helper", oom_score_adj=900, rss_pages=2624, uid=0, tgid=102,
-                        total_vm_pages=10240, rss_anon_pages=2560, rss_file_pages=64, rss_shmem_pages=0,
-                        pgtables_bytes=49152, swapents=0),
+        KernelCandidate(
+            pid=101,
+            comm="web",
+            oom_score_adj=900,
+            rss_pages=20992,
+            uid=0,
+            tgid=101,
+            total_vm_pages=76800,
+            rss_anon_pages=20736,
+            rss_file_pages=256,
+            rss_shmem_pages=0,
+            pgtables_bytes=204800,
+            swapents=0,
+        ),
+        KernelCandidate(
+            pid=102,
+            comm="helper",
+            oom_score_adj=900,
+            rss_pages=2624,
+            uid=0,
+            tgid=102,
+            total_vm_pages=10240,
+            rss_anon_pages=2560,
+            rss_file_pages=64,
+            rss_shmem_pages=0,
+            pgtables_bytes=49152,
+            swapents=0,
+        ),
     )
     return [
-        OomEvent(kind="memcg", time=samples[12].time + 0.2, kernel_time_s=8123.456789, oom_cgroup=CTR,
-                 task_cgroup=CTR, victim=web, killed=(web,), candidates=candidates, usage_bytes=256 << 20,
-                 limit_bytes=256 << 20, invoker_comm="web", invoker_oom_score_adj=900, constraint="CONSTRAINT_MEMCG",
-                 source=("kmsg", "counter"), seq=4711, pod=pod, container=container, predicted_victim_pid=101),
-        OomEvent(kind="memcg", time=samples[27].time + 0.3, kernel_time_s=8131.5, oom_cgroup=POD, task_cgroup=CTR,
-                 victim=helper, killed=(helper, web), candidates=candidates[::-1], usage_bytes=512 << 20,
-                 limit_bytes=512 << 20, oom_group_path=POD, source=("kmsg",), seq=4800, pod=pod, container=container,
-                 count=2),
-        OomEvent(kind="global", time=samples[44].time + 0.1, kernel_time_s=None, oom_cgroup="/", task_cgroup=CTR,
-                 victim=KilledTask(pid=103, comm="worker"), killed=(KilledTask(pid=103, comm="worker"),),
-                 node_ram_pages=4194304, node_swap_bytes=0, source=("counter",), detected_in=CTR),
+        OomEvent(
+            kind="memcg",
+            time=samples[12].time + 0.2,
+            kernel_time_s=8123.456789,
+            oom_cgroup=CTR,
+            task_cgroup=CTR,
+            victim=web,
+            killed=(web,),
+            candidates=candidates,
+            usage_bytes=256 << 20,
+            limit_bytes=256 << 20,
+            invoker_comm="web",
+            invoker_oom_score_adj=900,
+            constraint="CONSTRAINT_MEMCG",
+            source=("kmsg", "counter"),
+            seq=4711,
+            pod=pod,
+            container=container,
+            predicted_victim_pid=101,
+        ),
+        OomEvent(
+            kind="memcg",
+            time=samples[27].time + 0.3,
+            kernel_time_s=8131.5,
+            oom_cgroup=POD,
+            task_cgroup=CTR,
+            victim=helper,
+            killed=(helper, web),
+            candidates=candidates[::-1],
+            usage_bytes=512 << 20,
+            limit_bytes=512 << 20,
+            oom_group_path=POD,
+            source=("kmsg",),
+            seq=4800,
+            pod=pod,
+            container=container,
+            count=2,
+        ),
+        OomEvent(
+            kind="global",
+            time=samples[44].time + 0.1,
+            kernel_time_s=None,
+            oom_cgroup="/",
+            task_cgroup=CTR,
+            victim=KilledTask(pid=103, comm="worker"),
+            killed=(KilledTask(pid=103, comm="worker"),),
+            node_ram_pages=4194304,
+            node_swap_bytes=0,
+            source=("counter",),
+            detected_in=CTR,
+        ),
     ]
 
 
-def write_recording(path: Path, samples: list[Sample], events: list[OomEvent] = (), *, segment_s: float = 5.0,
-                    mono_step: float = INTERVAL, redact: bool = False) -> None:
+def write_recording(
+    path: Path,
+    samples: list[Sample],
+    events: list[OomEvent] = (),
+    *,
+    segment_s: float = 5.0,
+    mono_step: float = INTERVAL,
+    redact: bool = False,
+) -> None:
     """Samples and events (in time order) through RecordingFile, with a fake clock so flushes happen."""
     mono = Clock(0.0)
     recording = RecordingFile(str(path), INTERVAL, redact, segment_s=segment_s, monotonic=mono)
@@ -301,8 +405,16 @@ def cli_env() -> dict[str, str]:
 
 
 def run_oomtop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(oomtop_cmd(*args), cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        oomtop_cmd(*args),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def small_host(root: Path) -> FakeHost:
@@ -328,8 +440,12 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     require_root_for("mounting a tmpfs")
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k,mode=0700", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48k,mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         message = f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}"
         if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
@@ -390,7 +506,7 @@ def test_round_trip_replays_exactly_what_was_recorded(tmp_path: Path, layout: st
     try:
         assert len(recording.segments) >= 4
         assert len(replayed) == len(samples)
-        for index, (got, want) in enumerate(zip(replayed, samples)):
+        for index, (got, want) in enumerate(zip(replayed, samples, strict=False)):
             assert got == want, f"sample {index} differs"
         assert replayed == samples
         assert recording.events == events
@@ -446,7 +562,9 @@ def test_step_forward_and_back_across_segment_boundaries(series, recorded: Path)
         assert source.step(7) and source.current() == samples[7]
         assert source.step(25) and source.current() == samples[32]
         assert source.step(-23) and source.current() == samples[9]
-        assert source.step(1) and source.current() == samples[10]  # 9 -> 10: the last of one segment, the first of the next
+        assert (
+            source.step(1) and source.current() == samples[10]
+        )  # 9 -> 10: the last of one segment, the first of the next
         assert source.step(-1) and source.current() == samples[9]
         assert source.step(100) is False and source.current() == samples[9]  # past the end: does not move
         assert source.step(-100) is False and source.current() == samples[9]
@@ -544,7 +662,12 @@ def test_kill_9_mid_recording_loses_at_most_the_last_second(tmp_path: Path) -> N
     path = tmp_path / "killed.oomrec"
     process = subprocess.Popen(
         oomtop_cmd("record", str(path), "--interval", "0.1", "--host-root", str(host.root), "--kmsg", "none"),
-        cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cwd=REPO,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (path.exists() and path.stat().st_size > 0):  # started (Python imports take a moment)
@@ -577,7 +700,8 @@ def test_kill_9_mid_recording_loses_at_most_the_last_second(tmp_path: Path) -> N
         assert not recording.complete
         assert len(replayed) >= 10
         assert replayed[-1].time >= killed_at - 1.0 - 0.1, (
-            f"the last replayed sample is {killed_at - replayed[-1].time:.3f} s older than the kill")
+            f"the last replayed sample is {killed_at - replayed[-1].time:.3f} s older than the kill"
+        )
         assert any(t.pid == 302 for t in replayed[-1].tasks)
         usages = [next(c for c in s.cgroups if c.path == "/app").usage_bytes for s in replayed]
         assert usages == sorted(usages) and len(set(usages)) > 10
@@ -588,8 +712,9 @@ def test_kill_9_mid_recording_loses_at_most_the_last_second(tmp_path: Path) -> N
 def test_sigterm_and_duration_stop_the_headless_recorder_cleanly(tmp_path: Path) -> None:
     host = small_host(tmp_path / "host")
     timed = tmp_path / "timed.oomrec"
-    done = run_oomtop("record", str(timed), "--interval", "0.1", "--duration", "1", "--host-root", str(host.root),
-                      "--kmsg", "none")
+    done = run_oomtop(
+        "record", str(timed), "--interval", "0.1", "--duration", "1", "--host-root", str(host.root), "--kmsg", "none"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""  # silent when not on a terminal
     recording, replayed = replay_all(timed)
@@ -601,7 +726,13 @@ def test_sigterm_and_duration_stop_the_headless_recorder_cleanly(tmp_path: Path)
     termed = tmp_path / "termed.oomrec"
     process = subprocess.Popen(
         oomtop_cmd("record", str(termed), "--interval", "0.1", "--host-root", str(host.root), "--kmsg", "none"),
-        cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (termed.exists() and termed.stat().st_size > 0):
@@ -674,7 +805,9 @@ def test_truncation_at_every_byte_offset(small_recording, tmp_path: Path) -> Non
             replayed = list(recording.iter_samples())
             assert replayed == samples[:want], f"cut at {size}: {len(replayed)} samples, want the first {want}"
             assert recording.events == ([event] if any(frame.type == frames.EVENT for frame in whole) else [])
-            cut_frame = next((frame for frame, _ in counts if frame.offset < size < frame.offset + FRAME.size + frame.length), None)
+            cut_frame = next(
+                (frame for frame, _ in counts if frame.offset < size < frame.offset + FRAME.size + frame.length), None
+            )
             assert one_line(recording.damage), recording.damage
             if cut_frame is None:
                 assert recording.damage is None, f"cut at a frame boundary ({size}) reported as damage"
@@ -756,7 +889,8 @@ def test_a_flipped_segment_flag_is_noticed(series, recorded: Path, tmp_path: Pat
     recording, replayed = replay_all(damaged)
     try:
         assert replayed == samples or recording.damage is not None, (
-            f"{len(samples) - len(replayed)} of {len(samples)} samples lost without a notice")
+            f"{len(samples) - len(replayed)} of {len(samples)} samples lost without a notice"
+        )
     finally:
         recording.close()
 
@@ -847,7 +981,9 @@ def test_files_that_are_not_recordings_get_one_line(tmp_path: Path) -> None:
             Recording(str(tmp_path / name))
         assert one_line(str(caught.value)) and name in str(caught.value)
         done = run_oomtop("replay", str(tmp_path / name), "--json")
-        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, (
+            done.stderr
+        )
 
 
 # ---------------------------------------------------------------------------------------------- disk full
@@ -910,8 +1046,19 @@ def test_disk_full_in_the_headless_recorder_says_so_once_and_exits(tiny_tmpfs: P
         os.close(filler)
     host = small_host(tmp_path / "host")
     path = tiny_tmpfs / "headless.oomrec"
-    done = run_oomtop("record", str(path), "--interval", "0.05", "--duration", "20", "--host-root", str(host.root),
-                      "--kmsg", "none", timeout=60)
+    done = run_oomtop(
+        "record",
+        str(path),
+        "--interval",
+        "0.05",
+        "--duration",
+        "20",
+        "--host-root",
+        str(host.root),
+        "--kmsg",
+        "none",
+        timeout=60,
+    )
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -938,9 +1085,21 @@ def test_file_mode_is_0600_whatever_the_umask(series, tmp_path: Path) -> None:  
     host = small_host(tmp_path / "host")
     headless = tmp_path / "headless.oomrec"
     done = subprocess.run(
-        ["sh", "-c", 'umask 000 && exec "$@"', "sh", *oomtop_cmd("record", str(headless), "--duration", "0.3",
-                                                                 "--host-root", str(host.root), "--kmsg", "none")],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+        [
+            "sh",
+            "-c",
+            'umask 000 && exec "$@"',
+            "sh",
+            *oomtop_cmd("record", str(headless), "--duration", "0.3", "--host-root", str(host.root), "--kmsg", "none"),
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert headless.stat().st_mode & 0o777 == 0o600
 
@@ -982,8 +1141,9 @@ def test_redact_cmdline_keeps_command_lines_out_of_the_file(series, tmp_path: Pa
     try:
         assert recording.header["redact_cmdline"] is True
         assert all(task.cmdline == "" for sample in replayed for task in sample.tasks)
-        assert replayed == [dataclasses.replace(s, tasks=tuple(dataclasses.replace(t, cmdline="") for t in s.tasks))
-                            for s in samples]
+        assert replayed == [
+            dataclasses.replace(s, tasks=tuple(dataclasses.replace(t, cmdline="") for t in s.tasks)) for s in samples
+        ]
         assert recording.events == events
     finally:
         recording.close()
@@ -992,8 +1152,19 @@ def test_redact_cmdline_keeps_command_lines_out_of_the_file(series, tmp_path: Pa
 def test_redact_cmdline_flag_of_the_headless_recorder(tmp_path: Path) -> None:
     host = small_host(tmp_path / "host")
     path = tmp_path / "redacted.oomrec"
-    done = run_oomtop("record", str(path), "--interval", "0.1", "--duration", "0.6", "--redact-cmdline",
-                      "--host-root", str(host.root), "--kmsg", "none")
+    done = run_oomtop(
+        "record",
+        str(path),
+        "--interval",
+        "0.1",
+        "--duration",
+        "0.6",
+        "--redact-cmdline",
+        "--host-root",
+        str(host.root),
+        "--kmsg",
+        "none",
+    )
     assert done.returncode == 0, done.stderr
     contents = decompressed_contents(path.read_bytes())
     assert b"s3cr3t" not in contents and b'"app"' in contents  # the comm is there, the command line is not
@@ -1028,11 +1199,11 @@ def test_replay_json_writes_every_sample_and_kill_as_json_lines(series, recorded
     assert once.returncode == 0, once.stderr
     once_keys = set(json.loads(once.stdout))
     assert {"time", "node", "cgroups", "tasks"} <= once_keys
-    for doc, sample in zip(sample_docs, samples):
+    for doc, sample in zip(sample_docs, samples, strict=False):
         assert set(doc) - {"type"} == once_keys
         assert {k: v for k, v in doc.items() if k != "type"} == json.loads(json.dumps(to_json(sample)))
         assert set(doc["node"]) == set(json.loads(once.stdout)["node"])
-    for doc, event in zip(event_docs, events):
+    for doc, event in zip(event_docs, events, strict=False):
         assert {k: v for k, v in doc.items() if k != "type"} == json.loads(json.dumps(event_to_json(event)))
     # Time order: a kill comes after the samples before it and before the samples after it.
     times = [doc["time"] if doc["type"] == "sample" else doc["time_epoch"] for doc in docs]

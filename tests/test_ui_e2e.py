@@ -1,13 +1,12 @@
 """End to end, as a person would: tmux runs ``python -m oomtop --host-root <fixture>`` in a 160x50 terminal,
 keys are typed, and what ``tmux capture-pane`` shows is checked.
 
-tmux is installed with apt-get when it is missing and we are root; elsewhere the test skips with the reason,
-except under ``OOMTOP_REQUIRE_REAL_KERNEL=1`` (CI), where a skip would hide a broken UI and is a failure.
+Needs tmux (marker ``tmux``; .ci/run installs it): without it the test skips with the reason, except under
+``OOMTOP_REQUIRE_REAL_KERNEL=1`` (CI), where a skip would hide a broken UI and is a failure.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,22 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiers
 from tests.ui_fixtures import REPO, kube_host
 
-REQUIRED = os.environ.get("OOMTOP_REQUIRE_REAL_KERNEL") == "1"
-
-
-def _tmux() -> str | None:
-    found = shutil.which("tmux")
-    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "-qq", "tmux"], ["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "tmux"]):
-        subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
-        if shutil.which("tmux"):
-            break
-    return shutil.which("tmux")
+pytestmark = pytest.mark.tmux
 
 
 class Terminal:
@@ -68,12 +55,9 @@ class Terminal:
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    tmux = _tmux()
-    if tmux is None:
-        reason = "tmux is not installed and could not be installed (needs root and apt-get)"
-        if REQUIRED:
-            pytest.fail(f"{reason}; OOMTOP_REQUIRE_REAL_KERNEL=1 makes this a failure")
-        pytest.skip(reason)
+    tiers.require("tmux")
+    tmux = shutil.which("tmux")
+    assert tmux is not None
     term = Terminal(tmux, f"oomtop-test-{uuid.uuid4().hex[:8]}")
     try:
         yield term
@@ -85,9 +69,11 @@ def test_oomtop_in_a_real_terminal(terminal: Terminal, tmp_path: Path) -> None:
     host = kube_host(tmp_path / "root", "v1")
     config = tmp_path / "config"  # no user themes of the machine's own
     # COLUMNS/LINES from the test runner would override the window's real size: a person's shell has none
-    command = (f"cd {REPO} && unset COLUMNS LINES && OOMTOP_CONFIG_DIR={config} TERM=xterm-256color "
-               f"{sys.executable} -m oomtop "
-               f"--host-root {host.root} --kmsg none --interval 0.2; echo OOMTOP-EXIT $?; sleep 30")
+    command = (
+        f"cd {REPO} && unset COLUMNS LINES && OOMTOP_CONFIG_DIR={config} TERM=xterm-256color "
+        f"{sys.executable} -m oomtop "
+        f"--host-root {host.root} --kmsg none --interval 0.2; echo OOMTOP-EXIT $?; sleep 30"
+    )
     terminal.run("new-session", "-d", "-s", "ui", "-x", "160", "-y", "50", command)
     screen = terminal.wait_for("2201 java")
     assert "fixture-node" in screen and "cgroup v1" in screen

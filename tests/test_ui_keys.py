@@ -17,8 +17,19 @@ from oomtop.ui.rows import OTHER_KEY, RowKind, SortKey
 from oomtop.ui.tree import ProcessTree
 from tests.fakehost import FakeHost
 from tests.ui_fixtures import (
-    CID_DB, CID_WEB, FIXED_TIME, UID_DB, UID_WEB, MiB, collect, global_event, kill_event, kube_host, make_app,
-    notice_no_root, settle, utc,  # noqa: F401 - utc is a fixture
+    CID_DB,
+    CID_WEB,
+    FIXED_TIME,
+    UID_DB,
+    UID_WEB,
+    MiB,
+    collect,
+    global_event,
+    kill_event,
+    kube_host,
+    make_app,
+    notice_no_root,
+    settle,
 )
 
 SIZE = (160, 50)
@@ -102,8 +113,13 @@ async def test_space_pauses_the_display_while_collection_goes_on(host: FakeHost,
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("space")
-        later = replace(sample, time=FIXED_TIME + 1, monotonic=sample.monotonic + 1, seq=sample.seq + 1,
-                        cgroups=tuple(replace(c, usage_bytes=c.usage_bytes + MiB) for c in sample.cgroups))
+        later = replace(
+            sample,
+            time=FIXED_TIME + 1,
+            monotonic=sample.monotonic + 1,
+            seq=sample.seq + 1,
+            cgroups=tuple(replace(c, usage_bytes=c.usage_bytes + MiB) for c in sample.cgroups),
+        )
         app.source.push(later)
         app.source.push(replace(later, time=FIXED_TIME + 2, monotonic=sample.monotonic + 2))
         await settle(pilot, 3)
@@ -205,8 +221,18 @@ async def test_command_palette_lists_every_key_and_runs_them(sample: Sample) -> 
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         titles = {command.title for command in app.get_system_commands(app.screen)}
-        assert {"Help", "Filter", "Sort", "Pause / resume", "Expand / collapse", "Next victim", "Node-wide victim",
-                "Events", "Quit", "Theme"} <= titles
+        assert {
+            "Help",
+            "Filter",
+            "Sort",
+            "Pause / resume",
+            "Expand / collapse",
+            "Next victim",
+            "Node-wide victim",
+            "Events",
+            "Quit",
+            "Theme",
+        } <= titles
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Next victim")

@@ -20,10 +20,25 @@ from oomtop.ui.details import details_text
 from oomtop.ui.events import event_line
 from oomtop.ui.history import History, time_to_limit
 from oomtop.ui.rows import (
-    OTHER_KEY, Ranking, RowKind, SortKey, TreeState, build_rows, cgroup_key, task_key, visible_rows,
+    OTHER_KEY,
+    Ranking,
+    RowKind,
+    SortKey,
+    TreeState,
+    build_rows,
+    cgroup_key,
+    task_key,
+    visible_rows,
 )
 from tests.ui_fixtures import (
-    CID_WEB, MiB, collect, hostile_host, kill_event, kube_host, plain_host, synthetic_sample,
+    CID_WEB,
+    MiB,
+    collect,
+    hostile_host,
+    kill_event,
+    kube_host,
+    plain_host,
+    synthetic_sample,
 )
 
 
@@ -38,8 +53,11 @@ def once_order(sample: Sample) -> list[str]:
 
 def ui_order(sample: Sample, sort: SortKey = SortKey.KILL) -> list[str]:
     rows = build_rows(Ranking(View.of(sample)), TreeState(sort=sort), expand_all=True)
-    return [row.cgroup.path if row.cgroup is not None else f"pid {row.task.pid}"  # type: ignore[union-attr]
-            for row in rows if row.kind is not RowKind.GROUP]
+    return [
+        row.cgroup.path if row.cgroup is not None else f"pid {row.task.pid}"  # type: ignore[union-attr]
+        for row in rows
+        if row.kind is not RowKind.GROUP
+    ]
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
@@ -86,8 +104,9 @@ def test_a_kubepods_below_the_root_stays_out_of_the_other_cgroups(tmp_path: Path
     assert by_path["/system.slice"].parent == cgroup_key(by_path["/"].cgroup)  # type: ignore[arg-type]
     assert by_path["/user.slice"].parent == OTHER_KEY
     assert by_path[pod].cgroup.identity.kind.name == "POD"  # type: ignore[union-attr]
-    assert not any(row.parent == OTHER_KEY and row.cgroup is not None and row.cgroup.path == "/system.slice"
-                   for row in rows)
+    assert not any(
+        row.parent == OTHER_KEY and row.cgroup is not None and row.cgroup.path == "/system.slice" for row in rows
+    )
 
 
 def test_other_sort_keys_reorder_siblings_only(tmp_path: Path) -> None:
@@ -96,8 +115,11 @@ def test_other_sort_keys_reorder_siblings_only(tmp_path: Path) -> None:
     for sort in SortKey:
         assert sorted(ui_order(sample, sort)) == sorted(kill)
     by_usage = build_rows(Ranking(View.of(sample)), TreeState(sort=SortKey.USAGE), expand_all=True)
-    pods = [row.cgroup.identity.label for row in by_usage  # type: ignore[union-attr]
-            if row.cgroup is not None and row.cgroup.path.startswith("/kubepods/burstable/pod") and row.depth == 3]
+    pods = [
+        row.cgroup.identity.label
+        for row in by_usage  # type: ignore[union-attr]
+        if row.cgroup is not None and row.cgroup.path.startswith("/kubepods/burstable/pod") and row.depth == 3
+    ]
     assert pods == ["shop/web-0", "data/postgres-0"]
     by_name = build_rows(Ranking(View.of(sample)), TreeState(sort=SortKey.NAME), expand_all=True)
     qos = [row.label for row in by_name if row.depth == 2 and row.cgroup is not None]
@@ -124,8 +146,13 @@ def test_lazy_rows_are_the_rows_built_in_full(tmp_path: Path) -> None:
     """The tree gets process rows built on demand: the same rows, in any access order, and the same keys."""
     sample = collect(kube_host(tmp_path, "v1"))
     ranking = Ranking(View.of(sample))
-    for state in (TreeState(), TreeState(filter_text="java"), TreeState(filter_text="kube"),
-                  TreeState(expanded={OTHER_KEY: False}), TreeState(sort=SortKey.NAME)):
+    for state in (
+        TreeState(),
+        TreeState(filter_text="java"),
+        TreeState(filter_text="kube"),
+        TreeState(expanded={OTHER_KEY: False}),
+        TreeState(sort=SortKey.NAME),
+    ):
         full = build_rows(ranking, state)
         lazy = visible_rows(ranking, state)
         assert lazy.keys() == [row.key for row in full]
@@ -157,8 +184,21 @@ def test_victim_marks_match_the_prediction(tmp_path: Path) -> None:
 
 
 def _task(rss: int) -> Task:
-    return Task(pid=9, start_ticks=1, comm="x", cmdline="", uid=0, cgroup="/", rss_anon_bytes=rss, rss_file_bytes=0,
-                rss_shmem_bytes=0, swap_bytes=0, pgtables_bytes=0, oom_score=0, oom_score_adj=0)
+    return Task(
+        pid=9,
+        start_ticks=1,
+        comm="x",
+        cmdline="",
+        uid=0,
+        cgroup="/",
+        rss_anon_bytes=rss,
+        rss_file_bytes=0,
+        rss_shmem_bytes=0,
+        swap_bytes=0,
+        pgtables_bytes=0,
+        oom_score=0,
+        oom_score_adj=0,
+    )
 
 
 def test_history_growth_and_time_to_limit() -> None:
@@ -214,8 +254,15 @@ def test_rows_render_to_exactly_the_width(tmp_path: Path) -> None:
 def test_lines_split_and_cut_as_rich_text_does() -> None:
     """A Line gives the segments Rich's Text would: the screen (and every snapshot) stays the same to the byte."""
     red, bold, base = Style(color="red"), Style(bold=True), Style(bgcolor="blue")
-    pieces: list[tuple[str, Style | None]] = [("ab", None), ("cd", None), ("ef", red), ("gh", red), ("ij", None),
-                                               ("宽字", bold), ("kl", None)]
+    pieces: list[tuple[str, Style | None]] = [
+        ("ab", None),
+        ("cd", None),
+        ("ef", red),
+        ("gh", red),
+        ("ij", None),
+        ("宽字", bold),
+        ("kl", None),
+    ]
     for width, ellipsis in ((40, False), (11, False), (11, True), (9, True), (8, True), (13, True), (12, False)):
         line, text = Line(), Text(no_wrap=True, end="")
         for piece, style in pieces:
@@ -270,9 +317,10 @@ def test_hostile_names_change_nothing_but_their_own_cell(tmp_path: Path) -> None
         # outside the label's own cells, the hostile row is the benign row, character for character and style
         # for style
         assert evil.plain[:start] == good.plain[:start]
-        assert evil.plain[start + len(label):] == good.plain[start + len(label):]
-        assert [span for span in _spans(evil) if span[1] <= start or span[0] >= start + len(label)] \
-            == [span for span in _spans(good) if span[1] <= start or span[0] >= start + len(label)]
+        assert evil.plain[start + len(label) :] == good.plain[start + len(label) :]
+        assert [span for span in _spans(evil) if span[1] <= start or span[0] >= start + len(label)] == [
+            span for span in _spans(good) if span[1] <= start or span[0] >= start + len(label)
+        ]
     assert seen == set(comms)
 
 
@@ -290,9 +338,12 @@ def test_hostile_pod_names_are_plain_in_labels_details_and_events(tmp_path: Path
         assert not any("link" in str(span.style) for span in text.spans)
     victim = next(t for t in sample.tasks if t.comm.startswith("\x1b"))
     container = next(c for c in sample.cgroups if c.identity.kind.value == "container")
-    event = replace(kill_event(collect(kube_host(tmp_path / "k", "v1"))), victim=replace(
-        kill_event(collect(kube_host(tmp_path / "k2", "v1"))).victim, comm=victim.comm),
-        pod=container.identity.pod, container=container.identity.container)
+    event = replace(
+        kill_event(collect(kube_host(tmp_path / "k", "v1"))),
+        victim=replace(kill_event(collect(kube_host(tmp_path / "k2", "v1"))).victim, comm=victim.comm),
+        pod=container.identity.pod,
+        container=container.identity.container,
+    )
     line = event_line(event)
     assert "\\x1b[2Jwipe" in line.plain and "\x1b" not in line.plain
     assert "[red]pod\\x1b]8;;x\\x07" in line.plain

@@ -7,13 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-
 from oomtop.model import Sample
 from oomtop.record.reader import Recording
 from oomtop.record.replay import ReplaySource
 from oomtop.record.writer import RecordingFile
 from oomtop.ui.timeline import parse_goto, timeline_text
-from tests.ui_fixtures import FIXED_TIME, collect, fixed_clock, kill_event, kube_host, snapshot, utc  # noqa: F401
+from tests.ui_fixtures import FIXED_TIME, collect, fixed_clock, kill_event, kube_host
 
 
 class Mono:
@@ -58,7 +57,7 @@ async def until(predicate, pilot: Any) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
 
 
-async def test_replay_keys_move_through_time(tmp_path: Path, utc: None) -> None:  # noqa: F811
+async def test_replay_keys_move_through_time(tmp_path: Path, utc: None) -> None:
     path, samples = make_recording(tmp_path)
     app = app_for(path)
     async with app.run_test(size=(160, 50)) as pilot:
@@ -116,7 +115,7 @@ def test_timeline_marks_kills_and_position() -> None:
     assert text.index("●") < text.index("✗")
 
 
-def test_replay_screen_snapshot(snap_compare: Any, tmp_path: Path, utc: None) -> None:  # noqa: F811
+def test_replay_screen_snapshot(snap_compare: Any, tmp_path: Path, utc: None) -> None:
     path, samples = make_recording(tmp_path)
 
     async def run_before(pilot: Any) -> None:

@@ -12,9 +12,19 @@ from typing import Any
 import pytest
 
 from oomtop.model import Sample
-from tests.ui_fixtures import (  # noqa: F401 - snapshot and utc are fixtures
-    CID_WEB, FIXED_TIME, collect, global_event, growing, hostile_host, kill_event, kube_host, make_app,
-    notice_no_root, plain_host, settle, snapshot, utc,
+from tests.ui_fixtures import (
+    CID_WEB,
+    FIXED_TIME,
+    collect,
+    global_event,
+    growing,
+    hostile_host,
+    kill_event,
+    kube_host,
+    make_app,
+    notice_no_root,
+    plain_host,
+    settle,
 )
 
 APP_CONTAINER = ("container", "container", CID_WEB)
@@ -104,15 +114,17 @@ def test_kill_flashed_in_the_header(snap_compare: Any, v1: Sample) -> None:
 @pytest.mark.usefixtures("utc")
 def test_active_filter(snap_compare: Any, v1: Sample) -> None:
     app = make_app([v1])
-    assert snap_compare(app, press=["slash", *"postgres", "enter"], terminal_size=(160, 50),
-                        run_before=cursor_on(None))
+    assert snap_compare(app, press=["slash", *"postgres", "enter"], terminal_size=(160, 50), run_before=cursor_on(None))
 
 
 @pytest.mark.usefixtures("utc")
 def test_no_root_notice(snap_compare: Any, v1: Sample) -> None:
-    warned = Sample(**{**{f: getattr(v1, f) for f in v1.__dataclass_fields__},
-                       "warnings": ("12 processes could not be read from /proc (permission denied; run as root to "
-                                    "see them)",)})
+    warned = Sample(
+        **{
+            **{f: getattr(v1, f) for f in v1.__dataclass_fields__},
+            "warnings": ("12 processes could not be read from /proc (permission denied; run as root to see them)",),
+        }
+    )
     app = make_app([notice_no_root(), warned])
     assert snap_compare(app, terminal_size=(120, 30), run_before=cursor_on(None))
 

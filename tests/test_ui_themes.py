@@ -12,7 +12,16 @@ import pytest
 
 from oomtop import cli
 from oomtop.ui.themes import (
-    DEFAULT_THEME, OOMTOP_COLORS, ThemeError, builtin_dir, discover, listing, load_file, resolve, to_textual, user_dir,
+    DEFAULT_THEME,
+    OOMTOP_COLORS,
+    ThemeError,
+    builtin_dir,
+    discover,
+    listing,
+    load_file,
+    resolve,
+    to_textual,
+    user_dir,
 )
 from tests.ui_fixtures import REPO, kube_host
 
@@ -54,16 +63,19 @@ def test_user_themes_come_from_the_config_dir_and_win(tmp_path: Path) -> None:
     assert text.splitlines()[0].startswith("dark") and "mine" in text
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ("[colors\nprimary = 1", "not valid TOML"),
-    ("[colors]\nbackground = '#000000'\n", "primary is required"),
-    ("[colors]\nprimary = 'not-a-colour'\n", "is not a colour"),
-    ("[colors]\nprimary = 12\n", "must be a colour string"),
-    ("[colors]\nprimry = '#ffffff'\nprimary = '#ffffff'\n", "unknown colour 'primry'"),
-    ("[oomtop]\nvictm = '#ffffff'\n[colors]\nprimary = '#ffffff'\n", "unknown colour 'victm'"),
-    ("dark = 'yes'\n[colors]\nprimary = '#ffffff'\n", "dark must be true or false"),
-    ("colours = 1\n", "unknown key 'colours'"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("[colors\nprimary = 1", "not valid TOML"),
+        ("[colors]\nbackground = '#000000'\n", "primary is required"),
+        ("[colors]\nprimary = 'not-a-colour'\n", "is not a colour"),
+        ("[colors]\nprimary = 12\n", "must be a colour string"),
+        ("[colors]\nprimry = '#ffffff'\nprimary = '#ffffff'\n", "unknown colour 'primry'"),
+        ("[oomtop]\nvictm = '#ffffff'\n[colors]\nprimary = '#ffffff'\n", "unknown colour 'victm'"),
+        ("dark = 'yes'\n[colors]\nprimary = '#ffffff'\n", "dark must be true or false"),
+        ("colours = 1\n", "unknown key 'colours'"),
+    ],
+)
 def test_a_broken_theme_is_one_clear_line(tmp_path: Path, body: str, reason: str) -> None:
     path = tmp_path / "broken.toml"
     path.write_text(body)
@@ -125,16 +137,40 @@ def test_cli_broken_theme_one_line_on_stderr_then_default(monkeypatch: pytest.Mo
 
 def test_cli_unknown_theme_and_no_terminal_are_usage_errors(tmp_path: Path) -> None:
     env = {**os.environ, "OOMTOP_CONFIG_DIR": str(tmp_path)}
-    unknown = subprocess.run([sys.executable, "-m", "oomtop", "--theme", "nosuch"], capture_output=True, text=True,
-                             cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "oomtop", "--theme", "nosuch"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert unknown.returncode == 2 and unknown.stderr.strip() == (
-        "oomtop: no theme named 'nosuch' (oomtop --list-themes shows them)")
-    once = subprocess.run([sys.executable, "-m", "oomtop", "--once", "--theme", "light"], capture_output=True,
-                          text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
-    assert once.returncode == 2 and once.stderr.strip() == "oomtop: --theme is for the live view; --once prints plain text"
+        "oomtop: no theme named 'nosuch' (oomtop --list-themes shows them)"
+    )
+    once = subprocess.run(
+        [sys.executable, "-m", "oomtop", "--once", "--theme", "light"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert (
+        once.returncode == 2 and once.stderr.strip() == "oomtop: --theme is for the live view; --once prints plain text"
+    )
     host = kube_host(tmp_path / "root", "v1")
-    piped = subprocess.run([sys.executable, "-m", "oomtop", "--host-root", str(host.root), "--kmsg", "none"],
-                           capture_output=True, text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=False)
+    piped = subprocess.run(
+        [sys.executable, "-m", "oomtop", "--host-root", str(host.root), "--kmsg", "none"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert piped.returncode == 2 and "needs a terminal" in piped.stderr and "Traceback" not in piped.stderr
 
 
@@ -143,8 +179,14 @@ def test_list_themes(tmp_path: Path) -> None:
     themes.mkdir()
     (themes / "mine.toml").write_text(GOOD)
     (themes / "bad.toml").write_text("nope = [")
-    result = subprocess.run([sys.executable, "-m", "oomtop", "--list-themes"], capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "OOMTOP_CONFIG_DIR": str(tmp_path)}, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "oomtop", "--list-themes"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OOMTOP_CONFIG_DIR": str(tmp_path)},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("dark") and "(default)" in lines[0]

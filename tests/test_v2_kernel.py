@@ -22,6 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiers
+
+pytestmark = pytest.mark.qemu
+
 
 def _load_harness():  # type: ignore[no-untyped-def]
     """tests/v2/harness.py by path: tests/ is not a package, and this must work however pytest is started."""
@@ -52,10 +56,7 @@ def _param_id(nodeid: str) -> str:
 
 
 def _skip_or_fail(reason: str) -> None:
-    message = f"cgroup v2 kernel tier cannot run: {reason}"
-    if harness.required():
-        pytest.fail(f"{message} ({harness.REQUIRE_ENV} is set, so this is a failure)", pytrace=False)
-    pytest.skip(message)
+    tiers.skip_or_fail(f"cgroup v2 kernel tier cannot run: {reason}")
 
 
 class _Summary:
@@ -70,29 +71,40 @@ class _Summary:
         tests = ", ".join(f"{n} {outcome}" for outcome, n in sorted(figures["tests"].items()))
         terminalreporter.section("cgroup v2 kernel tier")
         write = terminalreporter.write_line
-        write(f"kernel {figures['kernel']} under qemu; seed {figures['seed']} (replay: OOMTOP_V2_SEED={figures['seed']})")
+        write(
+            f"kernel {figures['kernel']} under qemu; seed {figures['seed']} (replay: OOMTOP_V2_SEED={figures['seed']})"
+        )
         write(f"guest tests: {tests or 'none reported'}")
-        write(f"VM: boot {figures['boot_s']} s (qemu start to the guest's command; guest uptime then "
-              f"{figures['guest_uptime_at_start_s']} s), guest pytest {figures['guest_pytest_s']} s, "
-              f"tier wall time {figures['wall_s']} s")
-        write(f"victim rounds: {rounds['ran']} of {rounds['planned']} ran, {rounds['right']} right "
-              f"(victim {rounds['victim_right']}, oom.group kills {rounds['group_right']} of "
-              f"{rounds['oom_group_kills']}, {rounds['multi_task_group_kills']} killing several tasks, "
-              f"{rounds['protected_in_group']} sparing an adj -1000 member; {rounds['later_kills']} with a later second "
-              f"kill); "
-              f"{rounds['container']} container / {rounds['pod']} pod / {rounds['kubepods']} kubepods level; "
-              f"adj decided {rounds['adj_decided']}, /proc oom_score would have missed {rounds['proc_oom_score_wrong']}")
+        write(
+            f"VM: boot {figures['boot_s']} s (qemu start to the guest's command; guest uptime then "
+            f"{figures['guest_uptime_at_start_s']} s), guest pytest {figures['guest_pytest_s']} s, "
+            f"tier wall time {figures['wall_s']} s"
+        )
+        write(
+            f"victim rounds: {rounds['ran']} of {rounds['planned']} ran, {rounds['right']} right "
+            f"(victim {rounds['victim_right']}, oom.group kills {rounds['group_right']} of "
+            f"{rounds['oom_group_kills']}, {rounds['multi_task_group_kills']} killing several tasks, "
+            f"{rounds['protected_in_group']} sparing an adj -1000 member; {rounds['later_kills']} with a later second "
+            f"kill); "
+            f"{rounds['container']} container / {rounds['pod']} pod / {rounds['kubepods']} kubepods level; "
+            f"adj decided {rounds['adj_decided']}, /proc oom_score would have missed {rounds['proc_oom_score_wrong']}"
+        )
         events = figures.get("events") or {}
         latency, wakeup = events.get("latency"), events.get("wakeup")
         if latency:
+
             def spread(mode: str) -> str:
                 got = latency.get(mode) or {}
-                return (f"p50 {got.get('p50_ms')} / p95 {got.get('p95_ms')} / max {got.get('max_ms')} ms "
-                        f"({got.get('n')} of {latency.get('kills')})")
+                return (
+                    f"p50 {got.get('p50_ms')} / p95 {got.get('p95_ms')} / max {got.get('max_ms')} ms "
+                    f"({got.get('n')} of {latency.get('kills')})"
+                )
 
-            write(f"event latency in the VM (kernel's 'Killed process' stamp to the `events --json` line read): "
-                  f"kernel log {spread('kmsg')}, --kmsg none {spread('none')}; clock offset known to "
-                  f"{latency.get('clock_uncertainty_ms')} ms")
+            write(
+                f"event latency in the VM (kernel's 'Killed process' stamp to the `events --json` line read): "
+                f"kernel log {spread('kmsg')}, --kmsg none {spread('none')}; clock offset known to "
+                f"{latency.get('clock_uncertainty_ms')} ms"
+            )
         if wakeup:
             write(f"inotify wake-up on memory.events: {wakeup.get('latency_ms')} ms after the kill (OomWakeups.drain)")
         if self.run.workdir.exists():
@@ -115,8 +127,11 @@ def v2_run(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         pytest.fail(message, pytrace=False)
     if COLLECT_ERROR:
         pytest.fail(COLLECT_ERROR, pytrace=False)
-    wanted = [item.callspec.params["guest_id"] for item in request.session.items
-              if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "guest_id" in item.callspec.params]
+    wanted = [
+        item.callspec.params["guest_id"]
+        for item in request.session.items
+        if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "guest_id" in item.callspec.params
+    ]
     selected = None if set(wanted) >= set(GUEST_IDS) else wanted
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 
@@ -149,11 +164,15 @@ def test_guest(guest_id: str, v2_run) -> None:  # type: ignore[no-untyped-def]
     if outcome == "xfailed":
         pytest.xfail(f"in the guest: {message}")
     if outcome == "xpassed":
-        pytest.fail(f"passed in the guest but is marked xfail(strict): {message} -- the bug is fixed, drop the "
-                    f"marker {where}", pytrace=False)
+        pytest.fail(
+            f"passed in the guest but is marked xfail(strict): {message} -- the bug is fixed, drop the marker {where}",
+            pytrace=False,
+        )
     stdout = entry.get("stdout", "")
-    pytest.fail(f"{outcome} in the guest {where}:\n{message}" + (f"\n--- guest stdout ---\n{stdout}" if stdout else ""),
-                pytrace=False)
+    pytest.fail(
+        f"{outcome} in the guest {where}:\n{message}" + (f"\n--- guest stdout ---\n{stdout}" if stdout else ""),
+        pytrace=False,
+    )
 
 
 def test_v2_session(v2_run) -> None:  # type: ignore[no-untyped-def]

@@ -11,18 +11,25 @@ import asyncio
 import json
 import os
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from oomtop.collect.collector import Collector
 from oomtop.model import (
-    Cgroup, CgroupKind, ContainerRef, Identity, KernelCandidate, KilledTask, NodeInfo, OomEvent, PodRef,
-    QosClass, Sample, Task,
+    Cgroup,
+    CgroupKind,
+    ContainerRef,
+    Identity,
+    KernelCandidate,
+    KilledTask,
+    NodeInfo,
+    OomEvent,
+    PodRef,
+    QosClass,
+    Sample,
+    Task,
 )
 from oomtop.source import Notice, StaticSource, Update
 from tests.fakehost import FakeHost, FakeProcess
@@ -67,9 +74,13 @@ def _sandbox_bundle(root: Path, cid: str, pod: str, ns: str, uid: str) -> None:
     """containerd's config.json for a pod's pause container (it has no log, so only this names it)."""
     bundle = root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
     bundle.mkdir(parents=True, exist_ok=True)
-    annotations = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": cid,
-                   "io.kubernetes.cri.sandbox-name": pod, "io.kubernetes.cri.sandbox-namespace": ns,
-                   "io.kubernetes.cri.sandbox-uid": uid}
+    annotations = {
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-id": cid,
+        "io.kubernetes.cri.sandbox-name": pod,
+        "io.kubernetes.cri.sandbox-namespace": ns,
+        "io.kubernetes.cri.sandbox-uid": uid,
+    }
     (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "annotations": annotations}))
 
 
@@ -85,47 +96,94 @@ def kube_host(root: Path, layout: str = "v1") -> FakeHost:
     web = f"/kubepods/burstable/pod{UID_WEB}"
     host.add_cgroup(web, usage=600 * MiB, limit=768 * MiB)
     host.add_cgroup(f"{web}/{SANDBOX}", usage=1 * MiB, file=0, inactive_file=0)
-    host.add_cgroup(f"{web}/{CID_WEB}", usage=471 * MiB, limit=512 * MiB, high=480 * MiB if v2 else None,
-                    inactive_file=40 * MiB, file=60 * MiB, oom_kills=2, failcnt=17, peak=510 * MiB,
-                    pressure=psi.format(12.5) if v2 else None)
+    host.add_cgroup(
+        f"{web}/{CID_WEB}",
+        usage=471 * MiB,
+        limit=512 * MiB,
+        high=480 * MiB if v2 else None,
+        inactive_file=40 * MiB,
+        file=60 * MiB,
+        oom_kills=2,
+        failcnt=17,
+        peak=510 * MiB,
+        pressure=psi.format(12.5) if v2 else None,
+    )
     host.add_cgroup(f"{web}/{CID_SIDECAR}", usage=90 * MiB, limit=128 * MiB, inactive_file=10 * MiB)
-    host.add_process(FakeProcess(2101, comm="pause", rss_anon_kb=400, rss_file_kb=100, adj=-998, start_ticks=500,
-                                 cmdline=b"/pause\0"), f"{web}/{SANDBOX}")
-    host.add_process(FakeProcess(2201, comm="java", rss_anon_kb=380 * 1024, rss_file_kb=20 * 1024, adj=936,
-                                 oom_score=1200, start_ticks=600, cmdline=b"java\0-Xmx400m\0-jar\0shop.jar\0"),
-                     f"{web}/{CID_WEB}")
-    host.add_process(FakeProcess(2202, comm="log-shipper", rss_anon_kb=30 * 1024, adj=936, oom_score=1180,
-                                 start_ticks=610), f"{web}/{CID_WEB}")
-    host.add_process(FakeProcess(2301, comm="envoy", rss_anon_kb=60 * 1024, adj=936, oom_score=1190,
-                                 start_ticks=620), f"{web}/{CID_SIDECAR}")
+    host.add_process(
+        FakeProcess(
+            2101, comm="pause", rss_anon_kb=400, rss_file_kb=100, adj=-998, start_ticks=500, cmdline=b"/pause\0"
+        ),
+        f"{web}/{SANDBOX}",
+    )
+    host.add_process(
+        FakeProcess(
+            2201,
+            comm="java",
+            rss_anon_kb=380 * 1024,
+            rss_file_kb=20 * 1024,
+            adj=936,
+            oom_score=1200,
+            start_ticks=600,
+            cmdline=b"java\0-Xmx400m\0-jar\0shop.jar\0",
+        ),
+        f"{web}/{CID_WEB}",
+    )
+    host.add_process(
+        FakeProcess(2202, comm="log-shipper", rss_anon_kb=30 * 1024, adj=936, oom_score=1180, start_ticks=610),
+        f"{web}/{CID_WEB}",
+    )
+    host.add_process(
+        FakeProcess(2301, comm="envoy", rss_anon_kb=60 * 1024, adj=936, oom_score=1190, start_ticks=620),
+        f"{web}/{CID_SIDECAR}",
+    )
     # Burstable data/postgres-0: comfortable
     db = f"/kubepods/burstable/pod{UID_DB}"
     host.add_cgroup(db, usage=300 * MiB, limit=2 * GiB)
     host.add_cgroup(f"{db}/{CID_DB}", usage=290 * MiB, limit=2 * GiB, inactive_file=120 * MiB, file=150 * MiB)
-    host.add_process(FakeProcess(3101, comm="postgres", rss_anon_kb=140 * 1024, adj=875, oom_score=1100,
-                                 start_ticks=700), f"{db}/{CID_DB}")
-    host.add_process(FakeProcess(3102, comm="postgres", rss_anon_kb=20 * 1024, adj=875, oom_score=1090,
-                                 start_ticks=710), f"{db}/{CID_DB}")
+    host.add_process(
+        FakeProcess(3101, comm="postgres", rss_anon_kb=140 * 1024, adj=875, oom_score=1100, start_ticks=700),
+        f"{db}/{CID_DB}",
+    )
+    host.add_process(
+        FakeProcess(3102, comm="postgres", rss_anon_kb=20 * 1024, adj=875, oom_score=1090, start_ticks=710),
+        f"{db}/{CID_DB}",
+    )
     # BestEffort jobs/batch-7: no limit at all
     batch = f"/kubepods/besteffort/pod{UID_BATCH}"
     host.add_cgroup(batch, usage=170 * MiB)
     host.add_cgroup(f"{batch}/{CID_BATCH}", usage=165 * MiB)
-    host.add_process(FakeProcess(4101, comm="python3", rss_anon_kb=150 * 1024, adj=1000, oom_score=1950,
-                                 start_ticks=800, cmdline=b"python3\0batch.py\0"), f"{batch}/{CID_BATCH}")
+    host.add_process(
+        FakeProcess(
+            4101,
+            comm="python3",
+            rss_anon_kb=150 * 1024,
+            adj=1000,
+            oom_score=1950,
+            start_ticks=800,
+            cmdline=b"python3\0batch.py\0",
+        ),
+        f"{batch}/{CID_BATCH}",
+    )
     # Guaranteed kube-system/cache-0: directly under kubepods
     cache = f"/kubepods/pod{UID_CACHE}"
     host.add_cgroup(cache, usage=200 * MiB, limit=256 * MiB)
     host.add_cgroup(f"{cache}/{CID_CACHE}", usage=198 * MiB, limit=256 * MiB, inactive_file=2 * MiB)
-    host.add_process(FakeProcess(5101, comm="redis-server", rss_anon_kb=190 * 1024, adj=-997, oom_score=10,
-                                 start_ticks=900), f"{cache}/{CID_CACHE}")
+    host.add_process(
+        FakeProcess(5101, comm="redis-server", rss_anon_kb=190 * 1024, adj=-997, oom_score=10, start_ticks=900),
+        f"{cache}/{CID_CACHE}",
+    )
     # the node's own cgroups
     host.add_cgroup("/system.slice", usage=400 * MiB)
     host.add_cgroup("/system.slice/kubelet.service", usage=150 * MiB)
     host.add_cgroup("/system.slice/containerd.service", usage=120 * MiB)
-    host.add_process(FakeProcess(801, comm="kubelet", rss_anon_kb=110 * 1024, adj=-999, start_ticks=200),
-                     "/system.slice/kubelet.service")
-    host.add_process(FakeProcess(802, comm="containerd", rss_anon_kb=80 * 1024, adj=-999, start_ticks=210),
-                     "/system.slice/containerd.service")
+    host.add_process(
+        FakeProcess(801, comm="kubelet", rss_anon_kb=110 * 1024, adj=-999, start_ticks=200),
+        "/system.slice/kubelet.service",
+    )
+    host.add_process(
+        FakeProcess(802, comm="containerd", rss_anon_kb=80 * 1024, adj=-999, start_ticks=210),
+        "/system.slice/containerd.service",
+    )
     host.add_cgroup("/user.slice", usage=50 * MiB)
     host.add_process(FakeProcess(1, comm="systemd", rss_anon_kb=8 * 1024, start_ticks=1), "/")
     _names(root, "shop", "web-0", UID_WEB, {"app": CID_WEB, "envoy": CID_SIDECAR})
@@ -150,11 +208,15 @@ def plain_host(root: Path) -> FakeHost:
     nginx = "/system.slice/nginx.service"
     host.add_process(FakeProcess(610, comm="nginx", rss_anon_kb=12 * 1024, start_ticks=300), nginx)
     host.add_process(FakeProcess(611, comm="nginx", rss_anon_kb=180 * 1024, start_ticks=301), nginx)
-    host.add_process(FakeProcess(700, comm="postgres", rss_anon_kb=500 * 1024, adj=-900, start_ticks=310),
-                     "/system.slice/postgresql.service")
+    host.add_process(
+        FakeProcess(700, comm="postgres", rss_anon_kb=500 * 1024, adj=-900, start_ticks=310),
+        "/system.slice/postgresql.service",
+    )
     host.add_process(FakeProcess(900, comm="node", rss_anon_kb=80 * 1024, start_ticks=400), docker)
-    host.add_process(FakeProcess(1500, comm="firefox", rss_anon_kb=600 * 1024, adj=100, oom_score=800,
-                                 start_ticks=1000), "/user.slice/user-1000.slice")
+    host.add_process(
+        FakeProcess(1500, comm="firefox", rss_anon_kb=600 * 1024, adj=100, oom_score=800, start_ticks=1000),
+        "/user.slice/user-1000.slice",
+    )
     return host
 
 
@@ -171,8 +233,12 @@ def hostile_host(root: Path) -> FakeHost:
     host.add_cgroup(f"{pod}/{CID_BATCH}", usage=290 * MiB, limit=400 * MiB)
     for i, comm in enumerate(HOSTILE_COMMS):
         cmdline = comm.encode("utf-8", "surrogateescape") + b"\0--x\0"
-        host.add_process(FakeProcess(6100 + i, comm=comm, rss_anon_kb=(40 + 10 * i) * 1024, adj=1000,
-                                     start_ticks=1000 + i, cmdline=cmdline), f"{pod}/{CID_BATCH}")
+        host.add_process(
+            FakeProcess(
+                6100 + i, comm=comm, rss_anon_kb=(40 + 10 * i) * 1024, adj=1000, start_ticks=1000 + i, cmdline=cmdline
+            ),
+            f"{pod}/{CID_BATCH}",
+        )
     _names(root, "[bold]ns", "[red]pod\x1b]8;;x\x07", UID_BATCH, {"c[b]": CID_BATCH})
     return host
 
@@ -197,37 +263,93 @@ def kill_event(sample: Sample, *, predicted: int | None = 2201, victim_pid: int 
                         pgtables_bytes=131072, swapents=0),
     )  # fmt: skip
     victim = next(r for r in rows if r.pid == victim_pid)
-    killed = KilledTask(pid=victim.pid, comm=victim.comm, anon_rss_bytes=victim.rss_pages * 4096, file_rss_bytes=0,
-                        shmem_rss_bytes=0, oom_score_adj=victim.oom_score_adj)
+    killed = KilledTask(
+        pid=victim.pid,
+        comm=victim.comm,
+        anon_rss_bytes=victim.rss_pages * 4096,
+        file_rss_bytes=0,
+        shmem_rss_bytes=0,
+        oom_score_adj=victim.oom_score_adj,
+    )
     return OomEvent(
-        kind="memcg", time=at, kernel_time_s=12345.6, oom_cgroup=container.path, task_cgroup=container.path,
-        victim=killed, killed=(killed,), candidates=rows, usage_bytes=512 * MiB, limit_bytes=512 * MiB,
-        source=("kmsg",), historical=historical, pod=container.identity.pod, container=container.identity.container,
-        predicted_victim_pid=predicted, invoker_comm="java",
+        kind="memcg",
+        time=at,
+        kernel_time_s=12345.6,
+        oom_cgroup=container.path,
+        task_cgroup=container.path,
+        victim=killed,
+        killed=(killed,),
+        candidates=rows,
+        usage_bytes=512 * MiB,
+        limit_bytes=512 * MiB,
+        source=("kmsg",),
+        historical=historical,
+        pod=container.identity.pod,
+        container=container.identity.container,
+        predicted_victim_pid=predicted,
+        invoker_comm="java",
     )
 
 
 def global_event(at: float = FIXED_TIME - 30.0) -> OomEvent:
-    victim = KilledTask(pid=4101, comm="python3", anon_rss_bytes=150 * MiB, file_rss_bytes=0, shmem_rss_bytes=0,
-                        oom_score_adj=1000)
-    return OomEvent(kind="global", time=at, kernel_time_s=12380.1, oom_cgroup="/", task_cgroup=None, victim=victim,
-                    killed=(victim,), source=("kmsg",), node_ram_pages=4 * 1024 * 1024)
+    victim = KilledTask(
+        pid=4101, comm="python3", anon_rss_bytes=150 * MiB, file_rss_bytes=0, shmem_rss_bytes=0, oom_score_adj=1000
+    )
+    return OomEvent(
+        kind="global",
+        time=at,
+        kernel_time_s=12380.1,
+        oom_cgroup="/",
+        task_cgroup=None,
+        victim=victim,
+        killed=(victim,),
+        source=("kmsg",),
+        node_ram_pages=4 * 1024 * 1024,
+    )
 
 
 # ------------------------------------------------------------------------------------- hand-built samples
 
 
 def _node(tick: int = 0) -> NodeInfo:
-    return NodeInfo(hostname="bench-node", kernel_release="6.1.0-bench", cgroup_version=1, cgroup_layout="v1",
-                    mem_total_bytes=64 * GiB, mem_available_bytes=(40 - tick % 5) * GiB, swap_total_bytes=0,
-                    swap_free_bytes=0, page_size=4096, clock_ticks=100, boot_time=FIXED_TIME - 86400)
+    return NodeInfo(
+        hostname="bench-node",
+        kernel_release="6.1.0-bench",
+        cgroup_version=1,
+        cgroup_layout="v1",
+        mem_total_bytes=64 * GiB,
+        mem_available_bytes=(40 - tick % 5) * GiB,
+        swap_total_bytes=0,
+        swap_free_bytes=0,
+        page_size=4096,
+        clock_ticks=100,
+        boot_time=FIXED_TIME - 86400,
+    )
 
 
 def _cgroup(path: str, usage: int, limit: int | None, identity: Identity, pids: tuple[int, ...] = ()) -> Cgroup:
-    return Cgroup(path=path, usage_bytes=usage, limit_bytes=limit, high_bytes=None, peak_bytes=usage, failcnt=0,
-                  anon_bytes=usage * 3 // 4, file_bytes=usage // 4, inactive_file_bytes=usage // 8, shmem_bytes=0,
-                  swap_bytes=0, swap_limit_bytes=None, oom_events=0, oom_kills=0, oom_kills_local=None,
-                  oom_group=None, under_oom=False, pressure=None, pids=pids, identity=identity)
+    return Cgroup(
+        path=path,
+        usage_bytes=usage,
+        limit_bytes=limit,
+        high_bytes=None,
+        peak_bytes=usage,
+        failcnt=0,
+        anon_bytes=usage * 3 // 4,
+        file_bytes=usage // 4,
+        inactive_file_bytes=usage // 8,
+        shmem_bytes=0,
+        swap_bytes=0,
+        swap_limit_bytes=None,
+        oom_events=0,
+        oom_kills=0,
+        oom_kills_local=None,
+        oom_group=None,
+        under_oom=False,
+        pressure=None,
+        pids=pids,
+        identity=identity,
+    )
 
 
 def synthetic_sample(tick: int = 0, pods: int = 50, containers: int = 4, procs: int = 1000, seed: int = 7) -> Sample:
@@ -254,8 +376,9 @@ def synthetic_sample(tick: int = 0, pods: int = 50, containers: int = 4, procs: 
         pod_path = f"{parent}/pod{uid}"
         limit = None if qos is QosClass.BEST_EFFORT else (256 + 64 * (p % 9)) * MiB
         pod_index = len(cgroups)
-        cgroups.append(_cgroup(pod_path, 0, limit, Identity(CgroupKind.POD, qos=qos, pod=pod_ref,
-                                                             label=f"ns-{p % 7}/pod-{p}")))
+        cgroups.append(
+            _cgroup(pod_path, 0, limit, Identity(CgroupKind.POD, qos=qos, pod=pod_ref, label=f"ns-{p % 7}/pod-{p}"))
+        )
         pod_usage = 0
         for c in range(containers):
             cid = f"{p:04x}{c:04x}" * 8
@@ -275,13 +398,33 @@ def synthetic_sample(tick: int = 0, pods: int = 50, containers: int = 4, procs: 
         pid = 10_000 + i
         members.setdefault(index, []).append(pid)
         rss = int(rng.uniform(2, 60) * MiB * wobble.uniform(0.9, 1.1))
-        tasks.append(Task(pid=pid, start_ticks=5000 + i, comm=f"worker-{i % 37}", cmdline=f"worker --id {i}", uid=0,
-                          cgroup=path, rss_anon_bytes=rss, rss_file_bytes=rss // 8, rss_shmem_bytes=0, swap_bytes=0,
-                          pgtables_bytes=64 * 1024, oom_score=600 + i % 300, oom_score_adj=(-997, 500, 1000)[i % 3]))
+        tasks.append(
+            Task(
+                pid=pid,
+                start_ticks=5000 + i,
+                comm=f"worker-{i % 37}",
+                cmdline=f"worker --id {i}",
+                uid=0,
+                cgroup=path,
+                rss_anon_bytes=rss,
+                rss_file_bytes=rss // 8,
+                rss_shmem_bytes=0,
+                swap_bytes=0,
+                pgtables_bytes=64 * 1024,
+                oom_score=600 + i % 300,
+                oom_score_adj=(-997, 500, 1000)[i % 3],
+            )
+        )
     for index, pids in members.items():
         cgroups[index] = replace(cgroups[index], pids=tuple(pids))
-    return Sample(time=FIXED_TIME + tick * 0.1, monotonic=1000.0 + tick * 0.1, node=_node(tick),
-                  cgroups=tuple(cgroups), tasks=tuple(tasks), seq=tick + 1)
+    return Sample(
+        time=FIXED_TIME + tick * 0.1,
+        monotonic=1000.0 + tick * 0.1,
+        node=_node(tick),
+        cgroups=tuple(cgroups),
+        tasks=tuple(tasks),
+        seq=tick + 1,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -333,44 +476,12 @@ async def settle(pilot: Any, count: int | None = None) -> None:
     await pilot.pause()
 
 
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Event times in UTC whatever the machine's zone, so snapshots match everywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-@pytest.fixture
-def snapshot(snapshot):  # type: ignore[no-untyped-def]
-    """pytest-textual-snapshot's ``snap_compare`` stores SVGs beside the test file (syrupy's ``__snapshots__``
-    dir); this override makes them live in the repository's top-level ``snapshots/`` instead."""
-    from pytest_textual_snapshot import SVGImageExtension
-
-    class TopLevelSVG(SVGImageExtension):
-        @classmethod
-        def dirname(cls, *, test_location: Any) -> str:
-            # snapshots/<test module>/<test>.svg: syrupy relates a file to its test by that directory name
-            return str(SNAPSHOT_DIR / test_location.basename)
-
-    class Redirect:
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def use_extension(self, extension_class: Any = None) -> Any:
-            return self._inner.use_extension(TopLevelSVG)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._inner, name)
-
-    return Redirect(snapshot)
-
-
 def notice_no_root() -> Notice:
-    return Notice("cannot read the kernel log /dev/kmsg (permission denied): OOM kills are detected from cgroup "
-                  "counters only; run as root (or with CAP_SYSLOG) for victim details", "no-root")
+    return Notice(
+        "cannot read the kernel log /dev/kmsg (permission denied): OOM kills are detected from cgroup "
+        "counters only; run as root (or with CAP_SYSLOG) for victim details",
+        "no-root",
+    )
 
 
 def growing(sample: Sample, steps: int = 30, step_s: float = 10.0, rate: int = MiB // 2) -> list[Sample]:
@@ -382,10 +493,19 @@ def growing(sample: Sample, steps: int = 30, step_s: float = 10.0, rate: int = M
         less = int(step * step_s * rate)
         cgroups = tuple(
             replace(c, usage_bytes=c.usage_bytes - less, anon_bytes=max(0, c.anon_bytes - less))
-            if app_path == c.path or app_path.startswith(c.path.rstrip("/") + "/") else c
+            if app_path == c.path or app_path.startswith(c.path.rstrip("/") + "/")
+            else c
             for c in sample.cgroups
         )
         tasks = tuple(replace(t, rss_anon_bytes=t.rss_anon_bytes - less) if t.pid == 2201 else t for t in sample.tasks)
-        series.append(replace(sample, cgroups=cgroups, tasks=tasks, time=sample.time - step * step_s,
-                              monotonic=sample.monotonic - step * step_s, seq=steps - step + 1))
+        series.append(
+            replace(
+                sample,
+                cgroups=cgroups,
+                tasks=tasks,
+                time=sample.time - step * step_s,
+                monotonic=sample.monotonic - step * step_s,
+                seq=steps - step + 1,
+            )
+        )
     return series

@@ -165,8 +165,13 @@ def parse_pressure(raw: bytes) -> Pressure | None:
     try:
         some, full = lines["some"], lines.get("full", {})
         return Pressure(
-            float(some["avg10"]), float(some["avg60"]), float(some["avg300"]), int(some["total"]),
-            float(full.get("avg10", 0)), float(full.get("avg60", 0)), float(full.get("avg300", 0)),
+            float(some["avg10"]),
+            float(some["avg60"]),
+            float(some["avg300"]),
+            int(some["total"]),
+            float(full.get("avg10", 0)),
+            float(full.get("avg60", 0)),
+            float(full.get("avg300", 0)),
             int(full.get("total", 0)),
         )
     except (KeyError, ValueError):
@@ -259,10 +264,7 @@ class CgroupReader:
         """
         self._dirty = False
         slow = slow or self.last is None
-        if self.hierarchy.version == 1:
-            cgroup = self._read_v1(slow, pid_filter)
-        else:
-            cgroup = self._read_v2(slow, pid_filter)
+        cgroup = self._read_v1(slow, pid_filter) if self.hierarchy.version == 1 else self._read_v2(slow, pid_filter)
         self.active = self._dirty
         if cgroup is None:
             return self.last  # type: ignore[return-value]
@@ -334,7 +336,11 @@ class CgroupReader:
             raise CgroupGone(self.path)
         stat = self._stat("memory.stat", V2_STAT_KEYS, now=self._dirty or slow)
         if self.is_root:
-            usage = current if isinstance(current, int) else stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
+            usage = (
+                current
+                if isinstance(current, int)
+                else stat.get("anon", 0) + stat.get("file", 0) + stat.get("kernel", 0)
+            )
             limit = high = swap_limit = None
             events: dict[str, int] = {}
             local: dict[str, int] = {}

@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 from oomtop.collect.cgroupfs import CgroupGone, CgroupReader, MemoryHierarchy, PidFilter, discover_hierarchy
 from oomtop.collect.files import FdBudget
 from oomtop.collect.identity import NodeNames, identify
-from oomtop.collect.inotify import IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_ISDIR, IN_Q_OVERFLOW, Inotify, InotifyUnavailable
+from oomtop.collect.inotify import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_ISDIR,
+    IN_Q_OVERFLOW,
+    Inotify,
+    InotifyUnavailable,
+)
 from oomtop.collect.node import NodeReader
 from oomtop.collect.procfs import TaskGone, TaskReader, list_pids
 from oomtop.model import Cgroup, CgroupKind, Identity, Sample, Task
@@ -114,7 +122,7 @@ class Collector:
                 inode = os.stat(directory).st_ino
             except OSError:
                 continue
-            key = key_prefix + (inode,)
+            key = (*key_prefix, inode)
             if current not in self._cgroups:
                 self._add(current, key)  # watch first, then list: a child made in between is still seen
             try:

@@ -46,7 +46,7 @@ class FdBudget:
 class KeptFile:
     """A kernel file read again and again; ``read()`` returns its bytes or raises OSError when it is gone."""
 
-    __slots__ = ("path", "fd", "budget")
+    __slots__ = ("budget", "fd", "path")
 
     def __init__(self, path: str, budget: FdBudget | None) -> None:
         self.path = path

@@ -11,6 +11,7 @@ a strange name must show up as PLAIN, not take the poll down.  All I/O is in :me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -57,10 +58,10 @@ def identify(path: str, names: NodeNames | None = None) -> Identity:
     """
     try:
         return _identify(path, names)
-    except Exception:  # noqa: BLE001 - a cgroup name must never break a poll
+    except Exception:  # untrusted paths: a parser bug yields PLAIN, never a crash  # noqa: BLE001
         try:
             return Identity(kind=CgroupKind.PLAIN, label=str(path).rsplit("/", 1)[-1])
-        except Exception:  # noqa: BLE001 - str() of a hostile object
+        except Exception:  # the fallback's fallback  # noqa: BLE001
             return Identity(kind=CgroupKind.PLAIN)
 
 
@@ -115,9 +116,15 @@ def _container(leaf: str, pod: PodRef, names: NodeNames | None) -> Identity:
     info = names.container(cid) if names is not None else None
     runtime = _RUNTIMES[prefix] if prefix else (info.runtime if info is not None else None)
     name, sandbox = (info.name, info.is_sandbox) if info is not None else (None, False)
-    if pod.name is None and info is not None and info.pod_name and info.pod_namespace:
-        if info.pod_uid in (None, pod.uid):  # a pod /var/log/pods does not list: take the container's word
-            pod = replace(pod, name=info.pod_name, namespace=info.pod_namespace)
+    if (
+        pod.name is None
+        and info is not None
+        and info.pod_name
+        and info.pod_namespace
+        and info.pod_uid in (None, pod.uid)
+    ):
+        # a pod /var/log/pods does not list: take the container's word
+        pod = replace(pod, name=info.pod_name, namespace=info.pod_namespace)
     ref = ContainerRef(cid, runtime, name, sandbox)
     if prefix == "crio-conmon":
         kind, label = CgroupKind.CONMON, "conmon:" + (name or cid[:12])
@@ -163,7 +170,7 @@ class NodeNames:
     Names are untrusted text and are kept exactly as found.
     """
 
-    __slots__ = ("host_root", "_pods", "_pod_containers", "_containers", "_bundles")
+    __slots__ = ("_bundles", "_containers", "_pod_containers", "_pods", "host_root")
 
     def __init__(self, host_root: str = "/") -> None:
         self.host_root = host_root
@@ -200,10 +207,8 @@ class NodeNames:
         self = cls(host_root)
         logged: dict[str, ContainerInfo] = {}
         for step in (self._scan_pod_logs, lambda: self._scan_container_logs(logged), lambda: self._scan_bundles(cache)):
-            try:
+            with contextlib.suppress(Exception):
                 step()
-            except Exception:  # noqa: BLE001 - one broken source must not hide the others
-                pass
         self._merge(logged)
         return self
 

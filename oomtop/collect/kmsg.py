@@ -25,7 +25,9 @@ MAX_GROUP_IDLE = 64  # unrelated records tolerated between the kill lines of one
 MAX_IDLE = 5_000  # unrelated records after which an unfinished block is given up
 
 _N = r"(\d{1,20})"  # at most 20 digits: int() stays cheap and every value fits the kernel's 64 bits
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ def parse_kmsg_record(raw: bytes) -> LogRecord | None:
             return None
         text = bytes(raw[m.end() :]).split(b"\n", 1)[0].decode("utf-8", "backslashreplace").rstrip("\r")
         return LogRecord(int(m[2]), int(m[3]), None, text)
-    except Exception:  # noqa: BLE001 - not bytes, or anything else odd: not a record
+    except Exception:  # untrusted log text: a record that cannot be read is skipped  # noqa: BLE001
         return None
 
 
@@ -123,7 +125,7 @@ def records_from_text(lines: Iterable[str | bytes], *, now: float | None = None)
                         parsed = (LogRecord(None, None, None, line), "plain")
                 prev, prev_form = parsed
                 yield prev
-        except Exception:  # noqa: BLE001 - one odd line must not end the input
+        except Exception:  # untrusted log text: a line that cannot be read is skipped  # noqa: BLE001
             continue
 
 
@@ -225,8 +227,12 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 _STARTERS = {"oomkill", "usage", "memsw", "swap", "stats", "state", "header", "taskin", "score", "killed", "group"}
-_NUMBERS = {"memsw": ("memsw_kb", 2), "swap": ("swap_kb", 2), "ram": ("ram_pages", 1),
-            "totalswap": ("swap_total_kb", 1)}  # tag -> (_Block field, match group) for plain numbers
+_NUMBERS = {
+    "memsw": ("memsw_kb", 2),
+    "swap": ("swap_kb", 2),
+    "ram": ("ram_pages", 1),
+    "totalswap": ("swap_total_kb", 1),
+}  # tag -> (_Block field, match group) for plain numbers
 _AFTER_KILL = {"killed", "reaper", "sharing", "group"}  # what may still follow a kill and belong to it
 _KILLED_KB = {k: re.compile(rf"{k}:{_N}kB") for k in ("total-vm", "anon-rss", "file-rss", "shmem-rss", "pgtables")}
 _UID = re.compile(rf"UID:{_N}")
@@ -288,7 +294,7 @@ class OomParser:
         out: list[OomEvent] = []
         try:
             self._feed(record, out)
-        except Exception:  # noqa: BLE001 - never raise on input; keep a kill that was already complete
+        except Exception:  # untrusted log text: a report that breaks the parser ends there  # noqa: BLE001
             out.extend(self.flush())
         return out
 
@@ -343,7 +349,7 @@ class OomParser:
         block.idle = 0
         self._absorb(block, tag, m)
 
-    def _absorb(self, b: _Block, tag: str, m: re.Match[str]) -> None:  # noqa: C901 - one branch per line kind
+    def _absorb(self, b: _Block, tag: str, m: re.Match[str]) -> None:
         if tag == "invoked":
             b.invoker = m[1]
             adj = _ADJ.search(m[2])
@@ -392,7 +398,7 @@ class OomParser:
         try:
             out.append(self._build(b))
             self._last_killed = frozenset(k.pid for k in b.killed if k.pid is not None)
-        except Exception:  # noqa: BLE001 - a block we cannot make sense of is not worth a traceback
+        except Exception:  # untrusted log text: a report that cannot be built is dropped  # noqa: BLE001
             pass
 
     def _build(self, b: _Block) -> OomEvent:
@@ -472,7 +478,7 @@ def _row(columns: list[str], pid: int, rest: str) -> KernelCandidate | None:
     if any(len(token) > 21 for token in parts[: len(numeric)]):
         return None
     try:
-        values = dict(zip(numeric, map(int, parts)))
+        values = dict(zip(numeric, map(int, parts), strict=False))
     except ValueError:
         return None
     comm = parts[len(numeric)] if len(parts) > len(numeric) else ""
@@ -499,6 +505,6 @@ def parse_log(text: str | bytes, *, source: str = "log", now: float | None = Non
             text = bytes(text).decode("utf-8", "backslashreplace")
         for record in records_from_text(str(text).split("\n"), now=now):
             events.extend(parser.feed(record))
-    except Exception:  # noqa: BLE001 - cannot happen by design; keep what was found
+    except Exception:  # untrusted log text: what parsed before the failure is kept  # noqa: BLE001
         pass
     return events + parser.flush()

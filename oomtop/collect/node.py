@@ -59,6 +59,6 @@ class NodeReader:
             boot_time=self.boot_time,
         )
         if info == self.last:
-            return self.last  # type: ignore[return-value]
+            return self.last
         self.last = info
         return info

@@ -69,8 +69,13 @@ def _advance(counts: dict[str, int], path: str, value: int, new: bool) -> int:
     return value - known
 
 
-def _vanished_counts(counts: dict[str, int], sample_counts: dict[str, int], paths: set[str],
-                     gone: dict[str, tuple[int, float]], now: float) -> dict[str, int]:
+def _vanished_counts(
+    counts: dict[str, int],
+    sample_counts: dict[str, int],
+    paths: set[str],
+    gone: dict[str, tuple[int, float]],
+    now: float,
+) -> dict[str, int]:
     """Counts read (at wake-ups) beyond the last sample in cgroups now gone, by the nearest ancestor still there.
 
     The gone cgroups' counts move to ``gone`` (with ``now``): a Sample also leaves out a cgroup that is still
@@ -95,9 +100,14 @@ def _restore(counts: dict[str, int], gone: dict[str, tuple[int, float]], path: s
         counts[path] = gone.pop(path)[0]
 
 
-def _beyond_children(sample: Sample, current: dict[str, int], previous: dict[str, int],
-                     local: Callable[[Any], int | None], local_before: dict[str, int],
-                     vanished: dict[str, int]) -> dict[str, int]:
+def _beyond_children(
+    sample: Sample,
+    current: dict[str, int],
+    previous: dict[str, int],
+    local: Callable[[Any], int | None],
+    local_before: dict[str, int],
+    vanished: dict[str, int],
+) -> dict[str, int]:
     """v2, per cgroup: how far a hierarchical counter moved beyond what its living children, its own local count
     and the wake-ups' counts in children now gone explain -- events in children made and removed between polls."""
     children: dict[str, list[str]] = {}
@@ -113,8 +123,7 @@ def _beyond_children(sample: Sample, current: dict[str, int], previous: dict[str
         if delta <= 0:
             continue
         explained = sum(current[child] - previous.get(child, 0) for child in children.get(cgroup.path, ()))
-        unexplained = (delta - explained - max(0, own - local_before.get(cgroup.path, 0))
-                       - vanished.get(cgroup.path, 0))
+        unexplained = delta - explained - max(0, own - local_before.get(cgroup.path, 0)) - vanished.get(cgroup.path, 0)
         if unexplained > 0:
             out[cgroup.path] = unexplained
     return out
@@ -267,9 +276,12 @@ class OomWatcher:
             stream = path if isinstance(path, KmsgStream) else KmsgStream(path)
             records = stream.read()
         except OSError as error:
-            reason = "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else (error.strerror or str(error))
+            reason = (
+                "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else (error.strerror or str(error))
+            )
             self.notices.append(
-                f"cannot read the kernel log {getattr(path, 'path', path)} ({reason}): OOM kills are detected from cgroup counters only, "
+                f"cannot read the kernel log {getattr(path, 'path', path)} ({reason}): "
+                "OOM kills are detected from cgroup counters only, "
                 "with pod and container but no victim details; run as root (or with CAP_SYSLOG) for those"
             )
             return
@@ -327,8 +339,9 @@ class OomWatcher:
         assert self.hierarchy is not None
 
         try:
-            pids = parse_pids(read_once(os.path.join(self.hierarchy.path + ("" if path == "/" else path), "cgroup.procs"),
-                                        1 << 20))
+            pids = parse_pids(
+                read_once(os.path.join(self.hierarchy.path + ("" if path == "/" else path), "cgroup.procs"), 1 << 20)
+            )
         except OSError:
             return
         for pid in pids:
@@ -400,8 +413,9 @@ class OomWatcher:
                     count -= used
         for logged in self._logged:  # a kill the log already reported: add the detector, emit nothing new
             # (a parent's count for a child that is gone stands for kills the log placed in that child)
-            if logged.absorb > 0 and any(path == p or is_under(path, p) or (vanished and is_under(p, path))
-                                         for p in logged.paths):
+            if logged.absorb > 0 and any(
+                path == p or is_under(path, p) or (vanished and is_under(p, path)) for p in logged.paths
+            ):
                 used = min(count, logged.absorb)
                 logged.absorb -= used
                 count -= used
@@ -436,8 +450,9 @@ class OomWatcher:
             for path in [p for p, (_, at) in gone.items() if now - at > LOG_MATCH_WINDOW_S]:
                 del gone[path]
         vanished_counted = _vanished_counts(self._counts, self._sample_local, paths, self._gone_counts, now)
-        vanished_groups = _vanished_counts(self._group_counts, self._sample_group_local, paths,
-                                           self._gone_group_counts, now)
+        vanished_groups = _vanished_counts(
+            self._group_counts, self._sample_group_local, paths, self._gone_group_counts, now
+        )
         if v2:
             self._follow_hierarchical(sample, now, new, vanished_counted, vanished_groups)
         self._sample_local = {c.path: (c.oom_kills_local if v2 else c.oom_kills) or 0 for c in sample.cgroups}
@@ -449,8 +464,9 @@ class OomWatcher:
                 self.notices.append(self.wakeups.error)
         return self._expire(now)
 
-    def _follow_hierarchical(self, sample: Sample, now: float, new: bool, vanished_counted: dict[str, int],
-                             vanished_groups: dict[str, int]) -> None:
+    def _follow_hierarchical(
+        self, sample: Sample, now: float, new: bool, vanished_counted: dict[str, int], vanished_groups: dict[str, int]
+    ) -> None:
         """v2: a parent's hierarchical oom_kill that moved more than its living children explain counts kills in
         children that were created and removed between two polls."""
         previous = dict(self._hier_counts)
@@ -461,12 +477,18 @@ class OomWatcher:
         if not new:
             return
         if self._kmsg is None:  # group kills in children gone since: their double counts are in the parent
-            for path, count in _beyond_children(sample, self._hier_group_counts, previous_groups,
-                                                lambda c: c.oom_group_kills_local, self._sample_group_local,
-                                                vanished_groups).items():
+            for path, count in _beyond_children(
+                sample,
+                self._hier_group_counts,
+                previous_groups,
+                lambda c: c.oom_group_kills_local,
+                self._sample_group_local,
+                vanished_groups,
+            ).items():
                 self._group_debts.append(_GroupDebt(path, count, now))
-        for path, count in _beyond_children(sample, current, previous, lambda c: c.oom_kills_local,
-                                            self._sample_local, vanished_counted).items():
+        for path, count in _beyond_children(
+            sample, current, previous, lambda c: c.oom_kills_local, self._sample_local, vanished_counted
+        ).items():
             self._add_increment(path, count, now, {"counter"}, vanished=True)
 
     def tick(self) -> list[OomEvent]:
@@ -583,8 +605,9 @@ class OomWatcher:
         if self.hierarchy is None:
             return None
 
-        name, parse = (("memory.limit_in_bytes", parse_v1_limit) if self.hierarchy.version == 1
-                       else ("memory.max", parse_v2_limit))
+        name, parse = (
+            ("memory.limit_in_bytes", parse_v1_limit) if self.hierarchy.version == 1 else ("memory.max", parse_v2_limit)
+        )
         current = path
         while current != "/":
             try:
@@ -620,8 +643,10 @@ class OomWatcher:
         # Explain increments already seen, and read the victim's counter now so it is not counted again later.
         for pending in list(self._pending):
             # (a parent's count for a child gone since, when the poll came before the log: the kill in that child)
-            if absorb and any(pending.path == p or is_under(pending.path, p) or
-                              (pending.vanished_child and is_under(p, pending.path)) for p in paths):
+            if absorb and any(
+                pending.path == p or is_under(pending.path, p) or (pending.vanished_child and is_under(p, pending.path))
+                for p in paths
+            ):
                 used = min(absorb, pending.count)
                 absorb -= used
                 pending.count -= used
@@ -668,7 +693,8 @@ class OomWatcher:
                     return cgroup.identity.pod, cgroup.identity.container
         identity = identify(path, self.names)
         unnamed = (identity.pod is not None and identity.pod.name is None) or (
-            identity.container is not None and identity.container.name is None)
+            identity.container is not None and identity.container.name is None
+        )
         now = self._monotonic()
         if unnamed and refresh and now - self._names_tried.get(path, float("-inf")) > NAMES_RETRY_S:
             # A pod started since the names were read (the collector re-reads them only every few seconds): its

@@ -79,8 +79,14 @@ def _from_statm(statm: bytes, before: StatusMemory) -> StatusMemory:
     except (IndexError, ValueError):
         return before
     shmem = min(before.shmem, shared)
-    return StatusMemory(anon=max(0, resident - shared), file=shared - shmem, shmem=shmem, pte=before.pte,
-                        swap=before.swap, has_memory=True)
+    return StatusMemory(
+        anon=max(0, resident - shared),
+        file=shared - shmem,
+        shmem=shmem,
+        pte=before.pte,
+        swap=before.swap,
+        has_memory=True,
+    )
 
 
 def parse_status_line(raw: bytes, key: bytes) -> bytes | None:
@@ -155,7 +161,9 @@ class TaskReader:
             self.cmdline = ""
             return
         try:
-            self.cmdline = format_cmdline(read_once(self.directory + "/cmdline", self._cmdline_limit), self._cmdline_limit)
+            self.cmdline = format_cmdline(
+                read_once(self.directory + "/cmdline", self._cmdline_limit), self._cmdline_limit
+            )
         except OSError:
             self.cmdline = ""
 
@@ -207,7 +215,12 @@ class TaskReader:
                 self._last_statm = statm
             else:
                 vm_size_moved = False
-            if self.last is None or vm_size_moved or (slow and self._status_stale) or (changed and not self._memory.has_memory):
+            if (
+                self.last is None
+                or vm_size_moved
+                or (slow and self._status_stale)
+                or (changed and not self._memory.has_memory)
+            ):
                 self._read_status()
                 if self.oom_score is None or self.last is None:
                     self.oom_score = self._read_oom_score()

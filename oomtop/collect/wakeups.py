@@ -12,6 +12,7 @@ cgroups woke (``drain()``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 
@@ -77,10 +78,8 @@ class OomWakeups:
         self._paths.add(path)
         self._add(path)
         if self._directories is not None:
-            try:
+            with contextlib.suppress(InotifyUnavailable):
                 self._directories.add(self._directory(path), IN_CREATE)
-            except InotifyUnavailable:
-                pass
 
     def _new_directories(self) -> None:
         assert self._directories is not None
@@ -145,10 +144,8 @@ class OomWakeups:
             return
         event_fd, control_fd = fds
         self._v1_by_fd.pop(event_fd, None)
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(event_fd)
-        except (OSError, ValueError):
-            pass
         os.close(event_fd)
         os.close(control_fd)
 

@@ -1,4 +1,5 @@
-"""Node metadata the way containerd leaves it: ``<lab dir>/run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/config.json``.
+"""Node metadata the way containerd leaves it:
+``<lab dir>/run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/config.json``.
 
 The annotations are the ones containerd's CRI plugin puts in every OCI bundle, so oomtop's own
 :mod:`oomtop.collect.identity` resolves the lab's pod and container names exactly as on a real node (the lab's
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Any
 
 BUNDLES = "run/containerd/io.containerd.runtime.v2.task/k8s.io"
 
@@ -19,8 +21,16 @@ def bundle_dir(lab_dir: str, container_id: str) -> str:
     return os.path.join(lab_dir, BUNDLES, container_id)
 
 
-def cri_annotations(*, container_id: str, sandbox_id: str, pod_name: str, namespace: str, pod_uid: str,
-                container_name: str | None, sandbox: bool) -> dict[str, str]:
+def cri_annotations(
+    *,
+    container_id: str,
+    sandbox_id: str,
+    pod_name: str,
+    namespace: str,
+    pod_uid: str,
+    container_name: str | None,
+    sandbox: bool,
+) -> dict[str, str]:
     values = {
         "io.kubernetes.cri.container-type": "sandbox" if sandbox else "container",
         "io.kubernetes.cri.sandbox-id": sandbox_id,
@@ -33,7 +43,7 @@ def cri_annotations(*, container_id: str, sandbox_id: str, pod_name: str, namesp
     return values
 
 
-def write_config(lab_dir: str, container_id: str, document: dict) -> str:
+def write_config(lab_dir: str, container_id: str, document: dict[str, Any]) -> str:
     """Write ``config.json`` atomically (a reader never sees half a file); returns the bundle directory."""
     directory = bundle_dir(lab_dir, container_id)
     os.makedirs(directory, mode=0o711, exist_ok=True)

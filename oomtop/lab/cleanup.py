@@ -17,6 +17,7 @@ leftovers) holds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -94,7 +95,7 @@ def owner(lab_dir: str = LAB_DIR) -> int | None:
     """The pid of the lab that holds ``lab_dir``, when that process still runs."""
     try:
         with open(os.path.join(lab_dir, OWNER_FILE), encoding="ascii") as handle:
-            pid_text, ticks_text = (handle.read().split() + ["", ""])[:2]
+            pid_text, ticks_text = ([*handle.read().split(), "", ""])[:2]
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
@@ -121,8 +122,10 @@ def acquire(lab_dir: str = LAB_DIR) -> None:
         raise LabError(f"another oomtop lab (pid {holder}) is running; wait for it or stop it first")
     leftovers = find_leftovers(lab_dir)
     if leftovers:
-        raise LabError(f"a previous oomtop lab left {len(leftovers)} things behind ({'; '.join(leftovers[:4])}"
-                       f"{'; ...' if len(leftovers) > 4 else ''}): run `oomtop lab --clean` to remove them")
+        raise LabError(
+            f"a previous oomtop lab left {len(leftovers)} things behind ({'; '.join(leftovers[:4])}"
+            f"{'; ...' if len(leftovers) > 4 else ''}): run `oomtop lab --clean` to remove them"
+        )
     os.makedirs(os.path.dirname(lab_dir), exist_ok=True)
     try:
         os.mkdir(lab_dir, 0o755)
@@ -198,10 +201,8 @@ def release(lab_dir: str = LAB_DIR) -> list[str]:
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in pids):
         time.sleep(0.02)
@@ -227,8 +228,9 @@ def clean(lab_dir: str = LAB_DIR) -> tuple[list[str], list[str]]:
         for cid in list_containers(runc, root):
             import subprocess
 
-            subprocess.run([runc, "--root", root, "delete", "--force", cid], capture_output=True, timeout=30,
-                           check=False)
+            subprocess.run(
+                [runc, "--root", root, "delete", "--force", cid], capture_output=True, timeout=30, check=False
+            )
     _kill(sorted(set(processes_in_lab_cgroups()) | set(hog_processes())))
     problems = sweep_cgroups()
     problems += release(lab_dir)

@@ -17,6 +17,7 @@ pid 1 under runc, like the pause container).  Failures answer ``E <reason>`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import mmap
 import os
 import signal
@@ -31,7 +32,7 @@ def _say(text: str) -> None:
     data = (text + "\n").encode()
     while data:
         try:
-            data = data[os.write(1, data):]
+            data = data[os.write(1, data) :]
         except InterruptedError:
             continue
 
@@ -45,10 +46,8 @@ def _grow(mib: float, step_mib: float, delay_ms: float) -> None:
         size = min(step, remaining)
         size = (size + page - 1) // page * page
         region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        try:
-            region.madvise(mmap.MADV_NOHUGEPAGE)  # 4 KiB pages: charged and counted one page at a time
-        except (AttributeError, OSError):
-            pass
+        with contextlib.suppress(AttributeError, OSError):  # 4 KiB pages: charged and counted one page at a time
+            region.madvise(mmap.MADV_NOHUGEPAGE)
         for offset in range(0, size, page):
             region[offset] = 1
         _held.append(region)

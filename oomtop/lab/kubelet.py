@@ -175,6 +175,8 @@ class AdjPolicy:
         """The one sentence telling the user, or None when nothing is changed."""
         if not self.restricted:
             return None
-        return (f"this machine does not let the lab lower oom_score_adj below {self.lowest} (no CAP_SYS_RESOURCE): "
-                f"Guaranteed containers and sandboxes run with {self.lowest} instead of kubelet's -997 and the "
-                f"runtime's -998; predictions use the values the kernel holds")
+        return (
+            f"this machine does not let the lab lower oom_score_adj below {self.lowest} (no CAP_SYS_RESOURCE): "
+            f"Guaranteed containers and sandboxes run with {self.lowest} instead of kubelet's -997 and the "
+            f"runtime's -998; predictions use the values the kernel holds"
+        )

@@ -158,8 +158,10 @@ class CgroupTree:
         except OSError as error:
             raise LabError(f"cannot read {self.hierarchy.path}/cgroup.subtree_control: {error.strerror}") from None
         if "memory" not in enabled:
-            raise LabError(f"the memory controller is not enabled for child cgroups of {self.hierarchy.path} "
-                           "(cgroup.subtree_control), so the lab's cgroups would have no memory files")
+            raise LabError(
+                f"the memory controller is not enabled for child cgroups of {self.hierarchy.path} "
+                "(cgroup.subtree_control), so the lab's cgroups would have no memory files"
+            )
 
     def enable_memory(self, path: str) -> None:
         """v2: let ``path``'s children have the memory controller (``+memory`` in its cgroup.subtree_control)."""
@@ -194,7 +196,8 @@ class CgroupTree:
             raise LabError(f"{path}: wrote a memory limit of {limit_bytes} bytes, the kernel holds {got}")
 
     def set_oom_group(self, path: str) -> bool:
-        """v2 ``memory.oom.group = 1``, as kubelet sets it on every container from 1.28; False where it does not exist."""
+        """v2 ``memory.oom.group = 1``, as kubelet sets it on every container from 1.28; False where it does not
+        exist."""
         name = self.file(path, "memory.oom.group")
         if self.version != 2 or not os.path.exists(name):
             return False
@@ -242,7 +245,7 @@ class CgroupTree:
         found = []
         for current, dirs, _files in os.walk(root):
             dirs.sort()
-            found.append(current[len(self.hierarchy.path):] or "/")
+            found.append(current[len(self.hierarchy.path) :] or "/")
         return found
 
     # -------------------------------------------------------------------------------------------- removing

@@ -58,8 +58,17 @@ def main(argv: list[str] | None = None) -> int:
 
     directory = tempfile.mkdtemp(prefix="oomtop-demo-")
     recording = os.path.join(directory, DEMO_FILE)
-    options = LabOptions(scenario="seed", runtime=args.runtime, headless=True, record=recording, interval_s=0.2,
-                         pace_s=6.0, pauses=True, hostname="oomtop-lab", strip_parent=True)
+    options = LabOptions(
+        scenario="seed",
+        runtime=args.runtime,
+        headless=True,
+        record=recording,
+        interval_s=0.2,
+        pace_s=6.0,
+        pauses=True,
+        hostname="oomtop-lab",
+        strip_parent=True,
+    )
     try:
         status = run(options, SCENARIOS["seed"], DEFAULT_CAPACITY["seed"])
     except LabError as error:

@@ -124,19 +124,35 @@ class LabNode:
             self.tree.create(path, pod.limit_bytes)
             self.pods.append(pod)
             sandbox_id = container_id()
-            pod.sandbox = Container(pod, "pause", sandbox_id, self.layout.container(path, sandbox_id), Resources(),
-                                    SANDBOX_ADJ, self.policy.effective(SANDBOX_ADJ), sandbox=True)
+            pod.sandbox = Container(
+                pod,
+                "pause",
+                sandbox_id,
+                self.layout.container(path, sandbox_id),
+                Resources(),
+                SANDBOX_ADJ,
+                self.policy.effective(SANDBOX_ADJ),
+                sandbox=True,
+            )
             for cname, resources in containers:
                 wanted = container_adj(qos, resources, self.capacity_bytes)
                 cid = container_id()
-                pod.containers[cname] = Container(pod, cname, cid, self.layout.container(path, cid), resources, wanted,
-                                                  self.policy.effective(wanted))
+                pod.containers[cname] = Container(
+                    pod, cname, cid, self.layout.container(path, cid), resources, wanted, self.policy.effective(wanted)
+                )
         sandbox = self._start(pod.sandbox, "pause", hog_argv("pause", 0, 0, 0, pause=True), role="sandbox")
         self.release(sandbox)
         return pod
 
-    def start(self, container: Container, name: str, mib: float, step_mib: float = 4.0, delay_ms: float = 0.0,
-              release: bool = True) -> LabProcess:
+    def start(
+        self,
+        container: Container,
+        name: str,
+        mib: float,
+        step_mib: float = 4.0,
+        delay_ms: float = 0.0,
+        release: bool = True,
+    ) -> LabProcess:
         """A hog in ``container`` (its first process starts the container), handshaken; released unless told not."""
         proc = self._start(container, name, hog_argv(name, mib, step_mib, delay_ms))
         proc.mib = mib
@@ -196,19 +212,23 @@ class LabNode:
                 self.tree.adopt(container.path)
                 held = self.tree.limit(container.path)
                 if held != container.limit_bytes:
-                    raise LabRuntimeError(f"{container.path}: the runtime set a limit of {held}, "
-                                          f"kubelet asked for {container.limit_bytes}")
+                    raise LabRuntimeError(
+                        f"{container.path}: the runtime set a limit of {held}, "
+                        f"kubelet asked for {container.limit_bytes}"
+                    )
         if not self.runtime.creates_cgroups:
             self.tree.move(proc.pid, container.path)
         self._check_placed(proc)
         try:
             proc.adj = write_adj(proc.pid, container.adj)
         except OSError as error:
-            raise LabRuntimeError(f"cannot set oom_score_adj {container.adj} on {name} (pid {proc.pid}): "
-                                  f"{error.strerror}") from None
+            raise LabRuntimeError(
+                f"cannot set oom_score_adj {container.adj} on {name} (pid {proc.pid}): {error.strerror}"
+            ) from None
         if proc.adj != container.adj:
-            raise LabRuntimeError(f"{name} (pid {proc.pid}): wrote oom_score_adj {container.adj}, "
-                                  f"the kernel holds {proc.adj}")
+            raise LabRuntimeError(
+                f"{name} (pid {proc.pid}): wrote oom_score_adj {container.adj}, the kernel holds {proc.adj}"
+            )
         return proc
 
     def _check_placed(self, proc: LabProcess) -> None:
@@ -218,8 +238,9 @@ class LabNode:
             if where == proc.cgroup:
                 return
             if time.monotonic() > deadline or not proc.alive():
-                raise LabRuntimeError(f"{proc.name} (pid {proc.pid}) is in memory cgroup {where}, "
-                                      f"expected {proc.cgroup}")
+                raise LabRuntimeError(
+                    f"{proc.name} (pid {proc.pid}) is in memory cgroup {where}, expected {proc.cgroup}"
+                )
             time.sleep(0.005)
 
     def _check_open(self) -> None:
@@ -234,7 +255,7 @@ class LabNode:
             if container.started or container.processes:
                 try:
                     problems += self.runtime.stop_container(container)
-                except Exception as error:  # noqa: BLE001 - the rest must still go
+                except Exception as error:  # teardown goes on: every problem is reported  # noqa: BLE001
                     problems.append(f"stopping {container.label}: {error}")
             for proc in container.processes:
                 proc.close()
@@ -254,7 +275,7 @@ class LabNode:
             self.pods.clear()
             try:
                 problems += self.runtime.close()
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # teardown goes on: every problem is reported  # noqa: BLE001
                 problems.append(f"closing the runtime: {error}")
             problems += self.tree.remove_all()
             return problems

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import threading
 import time
 from collections import deque
@@ -60,8 +61,13 @@ class Tracker:
             index = bisect.bisect_right(arrivals, time_s) - 1
             return self._samples[index][1] if index >= 0 else None
 
-    def wait_sample(self, predicate: Callable[[Sample], bool], after: float, timeout_s: float,
-                    stop: Callable[[], None] | None = None) -> Sample | None:
+    def wait_sample(
+        self,
+        predicate: Callable[[Sample], bool],
+        after: float,
+        timeout_s: float,
+        stop: Callable[[], None] | None = None,
+    ) -> Sample | None:
         """The first Sample arriving after ``after`` for which ``predicate`` holds (None at the timeout)."""
         deadline = time.monotonic() + timeout_s
         seen = 0.0
@@ -110,8 +116,9 @@ def event_is_ours(event: OomEvent, parent: str, pids: Collection[int]) -> bool:
 class LabSource:
     """A Source over another, narrowed to the lab, with the lab's notices mixed in."""
 
-    def __init__(self, inner: Source, tracker: Tracker, parent: str, lab_pids: Collection[int],
-                 hostname: str | None = None) -> None:
+    def __init__(
+        self, inner: Source, tracker: Tracker, parent: str, lab_pids: Collection[int], hostname: str | None = None
+    ) -> None:
         self.inner = inner
         self.tracker = tracker
         self.parent = parent
@@ -131,10 +138,8 @@ class LabSource:
         if loop is None or queue is None:
             self._early.append(notice)
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
             loop.call_soon_threadsafe(queue.put_nowait, notice)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
 
     def _scope(self, update: Update) -> Update | None:
         if isinstance(update, Sample):
@@ -183,21 +188,29 @@ def _strip(path: str | None, prefix: str) -> str | None:
         return path
     if path == prefix:
         return "/"
-    return path[len(prefix):] if path.startswith(prefix + "/") else path
+    return path[len(prefix) :] if path.startswith(prefix + "/") else path
 
 
 def strip_sample(sample: Sample, prefix: str) -> Sample:
     """The Sample as if the lab's parent cgroup were the node's root: ``/oomtop-lab/kubepods/...`` becomes
     ``/kubepods/...`` (the lab parent itself is left out; the root keeps the node's figures)."""
-    cgroups = tuple(replace(cgroup, path=_strip(cgroup.path, prefix))  # type: ignore[arg-type]
-                    for cgroup in sample.cgroups if cgroup.path != prefix)
+    cgroups = tuple(
+        replace(cgroup, path=_strip(cgroup.path, prefix))  # type: ignore[arg-type]
+        for cgroup in sample.cgroups
+        if cgroup.path != prefix
+    )
     tasks = tuple(replace(task, cgroup=_strip(task.cgroup, prefix)) for task in sample.tasks)  # type: ignore[arg-type]
     return replace(sample, cgroups=cgroups, tasks=tasks)
 
 
 def strip_event(event: OomEvent, prefix: str) -> OomEvent:
-    return replace(event, oom_cgroup=_strip(event.oom_cgroup, prefix), task_cgroup=_strip(event.task_cgroup, prefix),
-                   detected_in=_strip(event.detected_in, prefix), oom_group_path=_strip(event.oom_group_path, prefix))
+    return replace(
+        event,
+        oom_cgroup=_strip(event.oom_cgroup, prefix),
+        task_cgroup=_strip(event.task_cgroup, prefix),
+        detected_in=_strip(event.detected_in, prefix),
+        oom_group_path=_strip(event.oom_group_path, prefix),
+    )
 
 
 class StrippedSource:

@@ -7,6 +7,7 @@ runc started in containers (which are not the lab's children).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -28,8 +29,8 @@ def package_root() -> str:
 def hog_argv(name: str, mib: float, step_mib: float, delay_ms: float, pause: bool = False) -> list[str]:
     argv = [sys.executable, "-m", HOG_MODULE, "--name", name]
     if pause:
-        return argv + ["--pause"]
-    return argv + ["--mib", f"{mib:g}", "--step-mib", f"{step_mib:g}", "--delay-ms", f"{delay_ms:g}"]
+        return [*argv, "--pause"]
+    return [*argv, "--mib", f"{mib:g}", "--step-mib", f"{step_mib:g}", "--delay-ms", f"{delay_ms:g}"]
 
 
 def hog_env() -> dict[str, str]:
@@ -77,10 +78,8 @@ class Pipes:
         self.child_started()
         for fd in (self.go, self.answers):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.go = self.answers = -1
 
 
@@ -109,10 +108,8 @@ class LabProcess:
         return (self.pid, self.ticks)
 
     def send(self, line: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # it died: the caller sees that from alive() / the kernel log
             os.write(self.pipes.go, (line + "\n").encode())
-        except (BrokenPipeError, OSError):
-            pass  # it died: the caller sees that from alive() / the kernel log
 
     def release(self) -> None:
         self.released_at = time.monotonic()
@@ -149,10 +146,8 @@ class LabProcess:
             return False
         state = _state(self.pid)
         if state == "Z":  # under runc the lab is the containers' subreaper (as containerd-shim is): reap it
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         return state is not None and state not in ("Z", "X")
 
     def killed_by_signal(self) -> int | None:
@@ -166,19 +161,13 @@ class LabProcess:
         self.stopped_by_lab = True
         if self.popen is not None:
             if self.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     self.popen.kill()
-                except ProcessLookupError:
-                    pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         elif self.pid and self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def wait_dead(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -33,7 +33,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from oomtop.collect.cgroupfs import discover_hierarchy
 from oomtop.collect.collector import CollectorConfig
@@ -48,7 +48,7 @@ from oomtop.lab.runtime_runc import RuncRuntime
 from oomtop.lab.truth import GroupKill, KernelLog, Killed, Summary
 from oomtop.model import CgroupKind, OomEvent, QosClass, Sample
 from oomtop.rank import DomainVerdict, is_under, predict
-from oomtop.source import Notice
+from oomtop.source import Notice, Source
 from oomtop.text import format_bytes, printable
 
 EVENT_DEADLINE_S = 3.0  # a kill oomtop has not reported this long after it happened is missed
@@ -77,6 +77,19 @@ class LabOptions:
     hostname: str | None = None  # replaces the node's hostname in every Sample (the shipped demo)
     strip_parent: bool = False  # record paths without the lab's parent cgroup, as a node's (the shipped demo)
     redact_cmdline: bool = False
+
+
+class LabView(Protocol):
+    """The live view a lab run shows (the UI's :class:`oomtop.ui.lab_view.LabAppView`; the lab never imports it)."""
+
+    def run(self) -> None:
+        """Show the view on the main thread until it exits."""
+
+    def exit_soon(self) -> None:
+        """Ask the view to exit; called from a signal handler."""
+
+
+ViewFactory = Callable[[Source, "str | None", float], LabView]  # (source, theme, interval_s) -> the view
 
 
 @dataclass
@@ -156,8 +169,9 @@ def _label(proc: LabProcess | None) -> str:
 class Session:
     """One lab run.  Scenario code calls the methods in the "scenario API" section from the scenario thread."""
 
-    def __init__(self, options: LabOptions, scenario: Callable[[Session], None], capacity_bytes: int,
-                 out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, options: LabOptions, scenario: Callable[[Session], None], capacity_bytes: int, out: TextIO = sys.stdout
+    ) -> None:
         self.options = options
         self.scenario = scenario
         self.capacity_bytes = capacity_bytes
@@ -198,16 +212,19 @@ class Session:
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
-            raise LabError("oomtop lab needs root: it creates cgroups, moves processes into them and sets their "
-                           "oom_score_adj (run it with sudo)")
+            raise LabError(
+                "oomtop lab needs root: it creates cgroups, moves processes into them and sets their "
+                "oom_score_adj (run it with sudo)"
+            )
         hierarchy = discover_hierarchy("/sys/fs/cgroup", "/proc")
         if hierarchy is None:
             raise LabError("oomtop lab needs the cgroup memory controller, and none is mounted under /sys/fs/cgroup")
         try:
             os.close(os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK))
         except OSError as error:
-            raise LabError(f"oomtop lab needs to read the kernel log /dev/kmsg to see what the kernel kills "
-                           f"({error.strerror})") from None
+            raise LabError(
+                f"oomtop lab needs to read the kernel log /dev/kmsg to see what the kernel kills ({error.strerror})"
+            ) from None
         if self.options.runtime == "runc":
             from oomtop.lab.runtime_runc import runc_path
 
@@ -215,8 +232,10 @@ class Session:
                 raise LabError("--runtime runc needs runc, which is not installed (Debian: apt-get install runc)")
         available = _mem_available()
         if available is not None and self.capacity_bytes > available - 256 * MIB:
-            raise LabError(f"a lab capacity of {format_quantity(self.capacity_bytes)} needs more memory than this "
-                           f"machine has available ({format_bytes(available)}); choose a smaller --capacity")
+            raise LabError(
+                f"a lab capacity of {format_quantity(self.capacity_bytes)} needs more memory than this "
+                f"machine has available ({format_bytes(available)}); choose a smaller --capacity"
+            )
         self.hierarchy = hierarchy
 
     def build(self) -> None:
@@ -241,14 +260,21 @@ class Session:
         from oomtop.live import LiveSource
 
         interval = self.options.interval_s
-        config = CollectorConfig(host_root=LAB_DIR, slow_interval_s=interval, names_refresh_s=interval,
-                                 redact_cmdline=self.options.redact_cmdline)
+        config = CollectorConfig(
+            host_root=LAB_DIR,
+            slow_interval_s=interval,
+            names_refresh_s=interval,
+            redact_cmdline=self.options.redact_cmdline,
+        )
         live = LiveSource(config, interval_s=interval, with_history=False)
         self.source = LabSource(live, self.tracker, layout.parent, self.node.lab_pids, self.options.hostname)
         hierarchy = self.hierarchy
-        self.emit(f"oomtop lab {self.options.scenario}: runtime {runtime.name}, {layout.driver.value} driver, cgroup "
-                  f"v{hierarchy.version} ({hierarchy.layout}); node capacity {format_quantity(self.capacity_bytes)}; "
-                  f"a sample every {interval:g} s", key="lab-title")
+        self.emit(
+            f"oomtop lab {self.options.scenario}: runtime {runtime.name}, {layout.driver.value} driver, cgroup "
+            f"v{hierarchy.version} ({hierarchy.layout}); node capacity {format_quantity(self.capacity_bytes)}; "
+            f"a sample every {interval:g} s",
+            key="lab-title",
+        )
         note = policy.note()
         if note:
             self.emit(f"note: {note}", key="lab-adj")
@@ -304,7 +330,7 @@ class Session:
                 self._stop.wait()
         except Aborted:
             pass
-        except BaseException as error:  # noqa: BLE001 - a crashed scenario still cleans up, then says why
+        except BaseException as error:  # the scenario thread's crash is reported; the lab still cleans up  # noqa: BLE001
             self.crash = error
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             if not isinstance(error, (LabRuntimeError, LabError)):
@@ -353,8 +379,10 @@ class Session:
             notices = [n.text for n in self.tracker.notices if not n.key.startswith("lab")]
             if notices:
                 detail += "; notices: " + " | ".join(notices[-3:])
-            raise LabRuntimeError(f"oomtop's samples did not show the lab's {len(procs)} processes as set up "
-                                  f"within {timeout_s:.0f} s: {detail}")
+            raise LabRuntimeError(
+                f"oomtop's samples did not show the lab's {len(procs)} processes as set up "
+                f"within {timeout_s:.0f} s: {detail}"
+            )
         return sample
 
     def trigger(self, container: Container, name: str, mib: float, step_mib: float = 1.0) -> Callable[[], LabProcess]:
@@ -387,8 +415,9 @@ class Session:
             raise LabRuntimeError(f"{path} has no memory limit")
         return (limit - self.tree.usage(path)) / MIB
 
-    def provoke(self, action: Callable[[], LabProcess], expect: LabProcess | None, why: bool = False,
-                timeout_s: float = 30.0) -> list[KillCheck]:
+    def provoke(
+        self, action: Callable[[], LabProcess], expect: LabProcess | None, why: bool = False, timeout_s: float = 30.0
+    ) -> list[KillCheck]:
         """Run ``action`` (which makes a process allocate) until the kernel kills, then check every kill."""
         assert self.node is not None and self.tree is not None and self.klog is not None
         node, tree = self.node, self.tree
@@ -436,8 +465,11 @@ class Session:
         after = {path: tree.counters(path) for path in paths}
         ooms = self._assemble(records, before, after, started, expect)
         if not ooms:
-            reason = ("reached its size without an OOM kill" if done_at is not None else
-                      f"caused no OOM kill within {deadline - started:.0f} s")
+            reason = (
+                "reached its size without an OOM kill"
+                if done_at is not None
+                else f"caused no OOM kill within {deadline - started:.0f} s"
+            )
             self.problems.append(f"{trigger.name} {reason}")
             self.emit(f"no kill: {trigger.name} {reason}", key=f"lab-nokill-{len(self.problems)}")
             return []
@@ -462,8 +494,9 @@ class Session:
             return record.pid in self.node.lab_pids or layout.owns(record.oom_memcg or "")
         return layout.owns(record.path)
 
-    def _assemble(self, records: list, before: dict, after: dict, started: float,
-                  expect: LabProcess | None) -> list[KillCheck]:
+    def _assemble(
+        self, records: list, before: dict, after: dict, started: float, expect: LabProcess | None
+    ) -> list[KillCheck]:
         """Group the kernel's kill lines into OOM decisions and predict each from the last Sample before it."""
         assert self.node is not None and self.tree is not None
         node = self.node
@@ -481,8 +514,12 @@ class Session:
                 if group_path is None:
                     group_path = next((g.path for g in groups if 0 <= g.time_s - victim.time_s < 1.0), None)
                     ooms[-1] = (victim, members, group_path)
-                if (group_path is not None and proc is not None and is_under(proc.cgroup, group_path)
-                        and record.time_s - victim.time_s < 1.0):
+                if (
+                    group_path is not None
+                    and proc is not None
+                    and is_under(proc.cgroup, group_path)
+                    and record.time_s - victim.time_s < 1.0
+                ):
                     members.append(record)
                     continue
             ooms.append((record, [], None))
@@ -492,44 +529,81 @@ class Session:
         # Kills the counters show but the log lost (ring buffer overrun): the lab's processes that died unasked.
         counted = sum(after[p].get("oom_kill", 0) - before[p].get("oom_kill", 0) for p in before if after.get(p))
         logged = sum(1 + len(members) for _v, members, _g in ooms)
-        unlogged = [proc for proc in node.processes
-                    if proc.released_at and not proc.stopped_by_lab and proc.pid not in seen
-                    and proc.pid not in self._accounted and not proc.alive()] if counted > logged else []
+        unlogged = (
+            [
+                proc
+                for proc in node.processes
+                if proc.released_at
+                and not proc.stopped_by_lab
+                and proc.pid not in seen
+                and proc.pid not in self._accounted
+                and not proc.alive()
+            ]
+            if counted > logged
+            else []
+        )
         checks: list[KillCheck] = []
         dead: set[int] = set()
         for position, (victim, members, group_path) in enumerate(ooms):
             proc = node.process_of(victim.pid)
             domain, source = self._domain(victim, summaries, before, after, proc, expect)
             check = KillCheck(
-                index=self._kill_count + position + 1, victim_pid=victim.pid, victim_name=victim.comm,
-                killed=[(victim.pid, victim.comm), *((m.pid, m.comm) for m in members)], time_s=victim.time_s,
-                domain=domain, domain_source=source, group_path=group_path,
-                expected_pid=expect.pid if expect is not None else None, follow_up=position > 0,
+                index=self._kill_count + position + 1,
+                victim_pid=victim.pid,
+                victim_name=victim.comm,
+                killed=[(victim.pid, victim.comm), *((m.pid, m.comm) for m in members)],
+                time_s=victim.time_s,
+                domain=domain,
+                domain_source=source,
+                group_path=group_path,
+                expected_pid=expect.pid if expect is not None else None,
+                follow_up=position > 0,
             )
             self._predict(check, dead)
             dead.update(pid for pid, _ in check.killed if pid is not None)
             checks.append(check)
         for proc in unlogged:
-            checks.append(KillCheck(index=self._kill_count + len(checks) + 1, victim_pid=proc.pid,
-                                    victim_name=proc.name, killed=[(proc.pid, proc.name)], time_s=None, domain=None,
-                                    domain_source="counters (the kernel log lost this kill)",
-                                    expected_pid=expect.pid if expect is not None and not checks else None,
-                                    follow_up=bool(checks)))
+            checks.append(
+                KillCheck(
+                    index=self._kill_count + len(checks) + 1,
+                    victim_pid=proc.pid,
+                    victim_name=proc.name,
+                    killed=[(proc.pid, proc.name)],
+                    time_s=None,
+                    domain=None,
+                    domain_source="counters (the kernel log lost this kill)",
+                    expected_pid=expect.pid if expect is not None and not checks else None,
+                    follow_up=bool(checks),
+                )
+            )
             self._predict(checks[-1], dead)
         self._kill_count += len(checks)
         self._accounted.update(pid for check in checks for pid, _ in check.killed if pid is not None)
         return checks
 
-    def _domain(self, victim: Killed, summaries: dict, before: dict, after: dict, proc: LabProcess | None,
-                expect: LabProcess | None) -> tuple[str | None, str]:
+    def _domain(
+        self,
+        victim: Killed,
+        summaries: dict,
+        before: dict,
+        after: dict,
+        proc: LabProcess | None,
+        expect: LabProcess | None,
+    ) -> tuple[str | None, str]:
         assert self.tree is not None
         summary = summaries.get(victim.pid)
         if summary is not None and summary.oom_memcg and self.tree.layout.owns(summary.oom_memcg):
             return summary.oom_memcg, "kernel log"
         cgroup = summary.task_memcg if summary is not None and summary.task_memcg else (proc.cgroup if proc else None)
         key = "oom" if self.tree.version == 2 else "limit_hits"
-        rose = [path for path in before if after.get(path) and
-                after[path].get(key, 0) > before[path].get(key, 0) and cgroup is not None and is_under(cgroup, path)]
+        rose = [
+            path
+            for path in before
+            if after.get(path)
+            and after[path].get(key, 0) > before[path].get(key, 0)
+            and cgroup is not None
+            and is_under(cgroup, path)
+        ]
         if rose:
             return max(rose, key=len), "counters"  # the kernel counts a refused charge on the level that refused it
         return None, "unknown"
@@ -559,20 +633,28 @@ class Session:
         domain = cgroups.get(verdict.domain)
         per_point = verdict.totalpages // 1000
         limit = domain.limit_bytes if domain is not None else None
-        lines = [(f"  why: {self._where(verdict.domain, sample)} hit its limit of {format_bytes(limit)} "
-                  f"({verdict.totalpages} pages); each process scores rss pages + oom_score_adj x {per_point}:")]
+        lines = [
+            (
+                f"  why: {self._where(verdict.domain, sample)} hit its limit of {format_bytes(limit)} "
+                f"({verdict.totalpages} pages); each process scores rss pages + oom_score_adj x {per_point}:"
+            )
+        ]
         for rank, candidate in enumerate(verdict.candidates[:5]):
             task = candidate.task
             proc = self.node.process_of(task.pid)
             mark = "<- dies" if task.pid == (verdict.victim.pid if verdict.victim else None) else ""
-            lines.append(f"    {rank + 1}. {printable(task.comm):<13} pid {task.pid:<7} {_label(proc):<34} "
-                         f"rss {format_bytes(task.rss_bytes):>6}  adj {task.oom_score_adj:>5} "
-                         f"{self._adj_reason(proc):<34} points {candidate.points:>7} {mark}".rstrip())
+            lines.append(
+                f"    {rank + 1}. {printable(task.comm):<13} pid {task.pid:<7} {_label(proc):<34} "
+                f"rss {format_bytes(task.rss_bytes):>6}  adj {task.oom_score_adj:>5} "
+                f"{self._adj_reason(proc):<34} points {candidate.points:>7} {mark}".rstrip()
+            )
         if len(verdict.candidates) > 5:
             lines.append(f"    ... and {len(verdict.candidates) - 5} more")
         if verdict.group_path is not None:
-            lines.append(f"    memory.oom.group is set on {self._where(verdict.group_path, sample)}: "
-                         f"all {len(verdict.group_victims)} of its processes die together")
+            lines.append(
+                f"    memory.oom.group is set on {self._where(verdict.group_path, sample)}: "
+                f"all {len(verdict.group_victims)} of its processes die together"
+            )
         return lines
 
     def _adj_reason(self, proc: LabProcess | None) -> str:
@@ -663,8 +745,11 @@ class Session:
         killed = f"{check.victim_pid} {printable(check.victim_name)} ({_label(victim)})"
         if len(check.killed) > 1:
             killed += f" and {len(check.killed) - 1} more (memory.oom.group)"
-        guess = (f"{check.predicted_pid} {printable(check.predicted_name)} ({_label(predicted)})"
-                 if check.predicted_pid is not None else "nothing")
+        guess = (
+            f"{check.predicted_pid} {printable(check.predicted_name)} ({_label(predicted)})"
+            if check.predicted_pid is not None
+            else "nothing"
+        )
         latency = f"{check.latency_ms:.0f} ms" if check.latency_ms is not None else "-"
         if not check.detected:
             latency = "MISSED" + (f" ({len(check.undetected)} not reported)" if len(check.killed) > 1 else "")
@@ -680,8 +765,10 @@ class Session:
         if check.domain_source != "kernel log":
             extra.append(f"domain from the {check.domain_source}")
         tail = f" ({'; '.join(extra)})" if extra else ""
-        return (f"kill {check.index}: predicted {guess}, killed {killed}; domain {self._where(check.domain)}; "
-                f"latency {latency}; {verdict}{tail}")
+        return (
+            f"kill {check.index}: predicted {guess}, killed {killed}; domain {self._where(check.domain)}; "
+            f"latency {latency}; {verdict}{tail}"
+        )
 
     def summary(self) -> str:
         checks = self.checks
@@ -689,12 +776,13 @@ class Session:
         right = sum(check.right for check in checks)
         missed = sum(len(check.undetected) for check in checks)
         latencies = [check.latency_ms for check in checks if check.latency_ms is not None]
-        text = (f"summary: {kills} kill{'s' if kills != 1 else ''} in {len(checks)} OOM"
-                f"{'s' if len(checks) != 1 else ''}, {right} predicted right, {len(checks) - right} wrong, "
-                f"{missed} missed")
+        text = (
+            f"summary: {kills} kill{'s' if kills != 1 else ''} in {len(checks)} OOM"
+            f"{'s' if len(checks) != 1 else ''}, {right} predicted right, {len(checks) - right} wrong, "
+            f"{missed} missed"
+        )
         if latencies:
-            text += (f"; detection latency median {statistics.median(latencies):.0f} ms, "
-                     f"max {max(latencies):.0f} ms")
+            text += f"; detection latency median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms"
         follow = sum(check.follow_up for check in checks)
         if follow:
             text += f"; {follow} follow-up OOM{'s' if follow != 1 else ''}"
@@ -703,15 +791,20 @@ class Session:
             text += f"; {unexpected} not the victim the scenario meant"
         disagree = sum(check.event_predicted_pid not in (None, check.predicted_pid) for check in checks)
         if disagree:
-            text += (f"; {disagree} kill event{'s' if disagree != 1 else ''} from oomtop's watcher named another "
-                     "predicted victim")
+            text += (
+                f"; {disagree} kill event{'s' if disagree != 1 else ''} from oomtop's watcher named another "
+                "predicted victim"
+            )
         return text
 
     def exit_status(self) -> int:
         if self.interrupted is not None:
             return 128 + self.interrupted
-        failed = (self.crash is not None or self.problems or any(not c.right or c.undetected or not c.as_expected
-                                                                  for c in self.checks))
+        failed = (
+            self.crash is not None
+            or self.problems
+            or any(not c.right or c.undetected or not c.as_expected for c in self.checks)
+        )
         if self.headless and not self.finished and self.crash is None:
             failed = True
         return 1 if failed else 0
@@ -773,34 +866,18 @@ def _wrap_recording(session: Session, source):  # type: ignore[no-untyped-def]
     return RecordingSource(source, recorder)
 
 
-def _run_ui(session: Session, source) -> None:  # type: ignore[no-untyped-def]
-    from oomtop.ui.app import OomtopApp
-    from oomtop.ui.themes import discover, resolve
-
-    catalogue = discover()
-    theme, problem = resolve(session.options.theme, catalogue)
-    notices = [Notice(problem, "theme")] if problem else []
-    app = OomtopApp(source, theme=theme, catalogue=catalogue, notices=notices,
-                    interval_s=session.options.interval_s, tune_gc=True)
-    from oomtop.ui.rows import cgroup_key
-
-    def expand(sample: Sample) -> None:  # the lab's cgroups start open, so its bars are in view (the user may close them)
-        for cgroup in sample.cgroups:
-            if cgroup.path != "/":
-                app.state.expanded.setdefault(cgroup_key(cgroup), True)
-
-    assert session.source is not None
-    session.source.on_sample = expand
+def _run_ui(session: Session, source: Source, open_view: ViewFactory) -> None:
+    view = open_view(source, session.options.theme, session.options.interval_s)
 
     def on_signal(signum: int, _frame: object) -> None:
         session.interrupt(signum)
-        threading.Thread(target=lambda: app.call_from_thread(app.exit), daemon=True).start()
+        view.exit_soon()
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     thread = threading.Thread(target=session.run_scenario, name="oomtop-lab-scenario", daemon=True)
     thread.start()
     try:
-        app.run()
+        view.run()
     finally:
         session.stop()
         source.close()
@@ -809,13 +886,21 @@ def _run_ui(session: Session, source) -> None:  # type: ignore[no-untyped-def]
             signal.signal(signum, handler)
 
 
-def run(options: LabOptions, scenario: Callable[[Session], None], capacity_bytes: int,
-        out: TextIO = sys.stdout) -> int:
-    """One lab run; returns the exit status.  LabError (before anything was made) is the caller's to print."""
+def run(
+    options: LabOptions,
+    scenario: Callable[[Session], None],
+    capacity_bytes: int,
+    out: TextIO = sys.stdout,
+    open_view: ViewFactory | None = None,
+) -> int:
+    """One lab run; returns the exit status.  LabError (before anything was made) is the caller's to print.
+    Without ``--headless`` the live view comes from ``open_view`` (the CLI passes the UI's)."""
     session = Session(options, scenario, capacity_bytes, out)
     session.preflight()
     if not options.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise LabError("the live view needs a terminal; add --headless to print each kill instead")
+    if not options.headless and open_view is None:
+        raise LabError("this oomtop has no live view to show the lab in; add --headless")
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.getsignal(signum) for signum in handled}
     try:
@@ -828,7 +913,8 @@ def run(options: LabOptions, scenario: Callable[[Session], None], capacity_bytes
         if options.headless:
             asyncio.run(_headless(session, source))
         else:
-            _run_ui(session, source)
+            assert open_view is not None  # checked above, before anything was made
+            _run_ui(session, source, open_view)
     except LabError:
         session.teardown()
         raise
@@ -843,6 +929,10 @@ def run(options: LabOptions, scenario: Callable[[Session], None], capacity_bytes
     if options.headless or session.checks:
         print(session.summary(), file=out, flush=True)
         if session.interrupted is not None:
-            print(f"oomtop lab: stopped by {signal.Signals(session.interrupted).name}; everything the lab made is "
-                  "removed", file=out, flush=True)
+            print(
+                f"oomtop lab: stopped by {signal.Signals(session.interrupted).name}; everything the lab made is "
+                "removed",
+                file=out,
+                flush=True,
+            )
     return session.exit_status()

@@ -28,15 +28,26 @@ class PlainRuntime:
         pod = container.pod
         if first:
             notes = bundle.cri_annotations(
-                container_id=container.id, sandbox_id=pod.sandbox.id, pod_name=pod.name, namespace=pod.namespace,
-                pod_uid=pod.uid, container_name=None if container.sandbox else container.name,
+                container_id=container.id,
+                sandbox_id=pod.sandbox.id,
+                pod_name=pod.name,
+                namespace=pod.namespace,
+                pod_uid=pod.uid,
+                container_name=None if container.sandbox else container.name,
                 sandbox=container.sandbox,
             )
             bundle.write_config(self.lab_dir, container.id, {"ociVersion": "1.0.2", "annotations": notes})
         with open(os.path.join(self.logs, f"{container.id[:12]}.log"), "ab") as log:
             proc.popen = subprocess.Popen(  # shown as "python3 -m oomtop.lab.hog ...", run as sys.executable
-                ["python3", *argv[1:]], executable=argv[0], stdin=proc.pipes.child_stdin, stdout=proc.pipes.child_stdout, stderr=log, env=hog_env(),
-                cwd="/", start_new_session=True, close_fds=True,
+                ["python3", *argv[1:]],
+                executable=argv[0],
+                stdin=proc.pipes.child_stdin,
+                stdout=proc.pipes.child_stdout,
+                stderr=log,
+                env=hog_env(),
+                cwd="/",
+                start_new_session=True,
+                close_fds=True,
             )
         proc.pid = proc.popen.pid
         proc.ticks = start_ticks(proc.pid)

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from oomtop.lab import LabError, bundle
 from oomtop.lab.procs import LabProcess, hog_env, package_root, start_ticks
@@ -65,30 +66,59 @@ def mount_point_of(path: str, points: list[str]) -> str:
     return best
 
 
-def oci_spec(*, argv: list[str], env: dict[str, str], adj: int, rootfs: str, cgroups_path: str,
-             limit_bytes: int | None, oom_group: bool, annotations: dict[str, str], hostname: str | None,
-             join_pid: int | None, extra_binds: list[str]) -> dict:
+def oci_spec(
+    *,
+    argv: list[str],
+    env: dict[str, str],
+    adj: int,
+    rootfs: str,
+    cgroups_path: str,
+    limit_bytes: int | None,
+    oom_group: bool,
+    annotations: dict[str, str],
+    hostname: str | None,
+    join_pid: int | None,
+    extra_binds: list[str],
+) -> dict[str, Any]:
     """The OCI runtime spec of one container (``join_pid``: the sandbox whose namespaces it joins)."""
     if join_pid is None:
         namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "network")]
     else:
-        namespaces = [{"type": kind, "path": f"/proc/{join_pid}/ns/{name}"}
-                      for kind, name in (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"))]
+        namespaces = [
+            {"type": kind, "path": f"/proc/{join_pid}/ns/{name}"}
+            for kind, name in (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"))
+        ]
         namespaces.append({"type": "mount"})
-    resources: dict = {"devices": [{"allow": False, "access": "rwm"}]}
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if limit_bytes is not None:
         resources["memory"] = {"limit": limit_bytes}
     if oom_group:
         resources["unified"] = {"memory.oom.group": "1"}
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
     ]
-    mounts += [{"destination": point, "type": "bind", "source": point, "options": ["rbind", "ro"]} for point in extra_binds]
+    mounts += [
+        {"destination": point, "type": "bind", "source": point, "options": ["rbind", "ro"]} for point in extra_binds
+    ]
     spec = {
         "ociVersion": "1.0.2",
         "process": {
@@ -109,8 +139,16 @@ def oci_spec(*, argv: list[str], env: dict[str, str], adj: int, rootfs: str, cgr
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "namespaces": namespaces,
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "maskedPaths": [
+                "/proc/acpi",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/proc/scsi",
+            ],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     }
@@ -167,16 +205,27 @@ class RuncRuntime:
 
     # ------------------------------------------------------------------------------------------ containers
 
-    def _runc(self, *args: str, stdin: int | None = None, stdout: int | None = None, log: str | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def _runc(
+        self,
+        *args: str,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        log: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         argv = [self.runc, "--root", self.root, *args]
         with contextlib.ExitStack() as stack:
             # The container's stderr is runc's (pass-through): a file, never a pipe someone must drain.
             handle = stack.enter_context(open(log, "ab")) if log else None
-            result = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                    stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                                    stderr=handle if handle is not None else subprocess.PIPE,
-                                    timeout=RUNC_TIMEOUT_S, check=False, start_new_session=True)
+            result = subprocess.run(
+                argv,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                stderr=handle if handle is not None else subprocess.PIPE,
+                timeout=RUNC_TIMEOUT_S,
+                check=False,
+                start_new_session=True,
+            )
         if check and result.returncode != 0:
             detail = (result.stderr or b"").decode(errors="replace").strip()
             if log:
@@ -192,23 +241,55 @@ class RuncRuntime:
         pid_file = os.path.join(self.logs, f"{container.id[:12]}-{len(container.processes)}.pid")
         if first:
             notes = bundle.cri_annotations(
-                container_id=container.id, sandbox_id=pod.sandbox.id, pod_name=pod.name, namespace=pod.namespace,
-                pod_uid=pod.uid, container_name=None if container.sandbox else container.name,
+                container_id=container.id,
+                sandbox_id=pod.sandbox.id,
+                pod_name=pod.name,
+                namespace=pod.namespace,
+                pod_uid=pod.uid,
+                container_name=None if container.sandbox else container.name,
                 sandbox=container.sandbox,
             )
             spec = oci_spec(
-                argv=argv, env=hog_env(), adj=container.adj, rootfs=self.rootfs, cgroups_path=container.path,
-                limit_bytes=container.limit_bytes, oom_group=self.cgroup_version == 2 and not container.sandbox,
-                annotations=notes, hostname=pod.name if container.sandbox else None,
-                join_pid=None if container.sandbox else pod.sandbox_pid, extra_binds=self.extra_binds,
+                argv=argv,
+                env=hog_env(),
+                adj=container.adj,
+                rootfs=self.rootfs,
+                cgroups_path=container.path,
+                limit_bytes=container.limit_bytes,
+                oom_group=self.cgroup_version == 2 and not container.sandbox,
+                annotations=notes,
+                hostname=pod.name if container.sandbox else None,
+                join_pid=None if container.sandbox else pod.sandbox_pid,
+                extra_binds=self.extra_binds,
             )
             directory = bundle.write_config(self.lab_dir, container.id, spec)
             self.containers.append(container.id)
-            self._runc("run", "--detach", "--pid-file", pid_file, "--bundle", directory, container.id,
-                       stdin=proc.pipes.child_stdin, stdout=proc.pipes.child_stdout, log=log)
+            self._runc(
+                "run",
+                "--detach",
+                "--pid-file",
+                pid_file,
+                "--bundle",
+                directory,
+                container.id,
+                stdin=proc.pipes.child_stdin,
+                stdout=proc.pipes.child_stdout,
+                log=log,
+            )
         else:
-            self._runc("exec", "--detach", "--pid-file", pid_file, "--cwd", "/", container.id, *argv,
-                       stdin=proc.pipes.child_stdin, stdout=proc.pipes.child_stdout, log=log)
+            self._runc(
+                "exec",
+                "--detach",
+                "--pid-file",
+                pid_file,
+                "--cwd",
+                "/",
+                container.id,
+                *argv,
+                stdin=proc.pipes.child_stdin,
+                stdout=proc.pipes.child_stdout,
+                log=log,
+            )
         with open(pid_file, encoding="ascii") as handle:
             proc.pid = int(handle.read().strip())
         proc.ticks = start_ticks(proc.pid)
@@ -224,14 +305,17 @@ class RuncRuntime:
         if container.id in self.containers:
             result = self._runc("delete", "--force", container.id, check=False)
             if result.returncode != 0 and self._known(container.id):
-                problems.append(f"runc delete {container.id[:12]}: {(result.stderr or b'').decode(errors='replace').strip()}")
+                problems.append(
+                    f"runc delete {container.id[:12]}: {(result.stderr or b'').decode(errors='replace').strip()}"
+                )
             else:
                 self.containers.remove(container.id)
         for proc in container.processes:
             if proc.alive():
                 proc.kill()
-        problems += [f"{proc.name} (pid {proc.pid}) did not die" for proc in container.processes
-                     if not proc.wait_dead(5.0)]
+        problems += [
+            f"{proc.name} (pid {proc.pid}) did not die" for proc in container.processes if not proc.wait_dead(5.0)
+        ]
         bundle.remove(self.lab_dir, container.id)
         return problems
 
@@ -260,8 +344,9 @@ def list_containers(runc: str, root: str) -> list[str]:
     if not os.path.isdir(root):
         return []
     try:
-        result = subprocess.run([runc, "--root", root, "list", "--quiet"], capture_output=True, timeout=RUNC_TIMEOUT_S,
-                                check=False)
+        result = subprocess.run(
+            [runc, "--root", root, "list", "--quiet"], capture_output=True, timeout=RUNC_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line for line in result.stdout.decode(errors="replace").split() if line]

@@ -79,13 +79,17 @@ def seed(lab: Session) -> None:
     node = lab.node
     pod = node.add_pod("seed", [("app", Resources(64 * MIB, 123 * MIB))])
     app = pod.containers["app"]
-    lab.emit(f"seed: pod {pod.label} is {pod.qos.value} (memory request 64Mi, limit 123Mi: its pod and container "
-             f"cgroups get 123Mi); kubelet gives its container oom_score_adj {app.wanted_adj}", key="lab-step")
+    lab.emit(
+        f"seed: pod {pod.label} is {pod.qos.value} (memory request 64Mi, limit 123Mi: its pod and container "
+        f"cgroups get 123Mi); kubelet gives its container oom_score_adj {app.wanted_adj}",
+        key="lab-step",
+    )
     lab.pause(1.0)
     main = node.start(app, "app-main", 100, 2, lab.delay_ms(2))
     lab.settle()
-    lab.emit("seed: app-main holds 100 MiB; app-exec starts in the same container and grows towards 50 MiB",
-             key="lab-step")
+    lab.emit(
+        "seed: app-main holds 100 MiB; app-exec starts in the same container and grows towards 50 MiB", key="lab-step"
+    )
     lab.pause(1.5)
     lab.provoke(lab.trigger(app, "app-exec", 50), expect=main, why=True)
     lab.pause(2.0)
@@ -109,20 +113,32 @@ def qos(lab: Session) -> None:
     burstable = node.add_pod("qos-burstable", [("web", Resources(mib(192) * MIB, mib(320) * MIB))])
     besteffort = node.add_pod("qos-besteffort", [("batch", Resources())])
     capacity = format_quantity(lab.capacity_bytes)
-    for pod, what in ((guaranteed, f"request = limit = {mib(160)}Mi"),
-                      (burstable, f"request {mib(192)}Mi of the node's {capacity}, limit {mib(320)}Mi"),
-                      (besteffort, "no request, no limit")):
+    for pod, what in (
+        (guaranteed, f"request = limit = {mib(160)}Mi"),
+        (burstable, f"request {mib(192)}Mi of the node's {capacity}, limit {mib(320)}Mi"),
+        (besteffort, "no request, no limit"),
+    ):
         container = next(iter(pod.containers.values()))
         lowered = f" (kubelet wants {container.wanted_adj})" if container.adj != container.wanted_adj else ""
-        lab.emit(f"qos: pod {pod.label} is {pod.qos.value} ({what}): oom_score_adj {container.adj}{lowered}",
-                 key=f"lab-pod-{pod.name}")
-    db, batch, web = _start_all(lab, [(guaranteed.containers["db"], "db", mib(120)),
-                                      (besteffort.containers["batch"], "batch", mib(64)),
-                                      (burstable.containers["web"], "web", mib(16))])
+        lab.emit(
+            f"qos: pod {pod.label} is {pod.qos.value} ({what}): oom_score_adj {container.adj}{lowered}",
+            key=f"lab-pod-{pod.name}",
+        )
+    db, batch, web = _start_all(
+        lab,
+        [
+            (guaranteed.containers["db"], "db", mib(120)),
+            (besteffort.containers["batch"], "batch", mib(64)),
+            (burstable.containers["web"], "web", mib(16)),
+        ],
+    )
     lab.settle()
     kubepods = node.layout.kubepods
-    lab.emit(f"qos: web grows until kubepods ({format_quantity(allocatable(lab.capacity_bytes))}, the node's "
-             f"allocatable memory) is full", key="lab-step")
+    lab.emit(
+        f"qos: web grows until kubepods ({format_quantity(allocatable(lab.capacity_bytes))}, the node's "
+        f"allocatable memory) is full",
+        key="lab-step",
+    )
     lab.pause(1.5)
     lab.provoke(lab.grow(web, int(lab.headroom(kubepods)) + SLACK_MIB), expect=batch, why=True)
     lab.settle()
@@ -144,13 +160,18 @@ def multi(lab: Session) -> None:
     pod = node.add_pod("multi", [("workers", Resources(128 * MIB, 256 * MIB))])
     workers = pod.containers["workers"]
     group = lab.tree.version == 2
-    lab.emit(f"multi: pod {pod.label} ({pod.qos.value}, limit 256Mi), one container with three workers; "
-             + ("memory.oom.group is set on it (cgroup v2), so an OOM kills all of them" if group else
-                "cgroup v1 has no memory.oom.group, so an OOM kills one process"), key="lab-step")
+    lab.emit(
+        f"multi: pod {pod.label} ({pod.qos.value}, limit 256Mi), one container with three workers; "
+        + (
+            "memory.oom.group is set on it (cgroup v2), so an OOM kills all of them"
+            if group
+            else "cgroup v1 has no memory.oom.group, so an OOM kills one process"
+        ),
+        key="lab-step",
+    )
     _a, b, _c = _start_all(lab, [(workers, "worker-a", 40), (workers, "worker-b", 90), (workers, "worker-c", 60)])
     lab.settle()
-    lab.emit("multi: worker-d starts in the same container and grows until the pod's 256Mi are used up",
-             key="lab-step")
+    lab.emit("multi: worker-d starts in the same container and grows until the pod's 256Mi are used up", key="lab-step")
     lab.pause(1.5)
     lab.provoke(lab.trigger(workers, "worker-d", int(room(lab, workers)) + SLACK_MIB), expect=b, why=True)
     lab.pause(2.0)
@@ -187,13 +208,19 @@ class RoundPlan:
     lead_mib: float = 0.0
 
     def describe(self) -> str:
-        parts = [(f"round {self.index}: {self.kind}-level OOM, domain {self.domain_mib} MiB, winner {self.winner}, "
-                  f"lead {self.lead_mib:.0f} MiB")]
+        parts = [
+            (
+                f"round {self.index}: {self.kind}-level OOM, domain {self.domain_mib} MiB, winner {self.winner}, "
+                f"lead {self.lead_mib:.0f} MiB"
+            )
+        ]
         for pod in self.pods:
             for ci in pod.containers:
                 c = self.containers[ci]
-                parts.append(f"  {pod.name}/{c.name} ({pod.qos.value}, request {c.resources.request_bytes}, "
-                             f"limit {c.resources.limit_bytes}): hogs {c.hogs}{' + trigger' if ci == self.trigger else ''}")
+                parts.append(
+                    f"  {pod.name}/{c.name} ({pod.qos.value}, request {c.resources.request_bytes}, "
+                    f"limit {c.resources.limit_bytes}): hogs {c.hogs}{' + trigger' if ci == self.trigger else ''}"
+                )
         return "\n".join(parts)
 
 
@@ -210,14 +237,15 @@ def _points(mib: float, adj: int, domain_mib: int) -> float:
 
 def _decisive(plan: RoundPlan, policy: AdjPolicy, capacity_mib: int) -> bool:
     """Whether the planned winner leads every other candidate, the trigger at its largest included."""
-    in_domain = ([plan.winner[0]] if plan.kind == "container" else list(range(len(plan.containers))))
+    in_domain = [plan.winner[0]] if plan.kind == "container" else list(range(len(plan.containers)))
     scores = []
     for ci in in_domain:
         adj = _adj(plan, ci, policy, capacity_mib)
         scores += [((ci, hi), _points(mib, adj, plan.domain_mib)) for hi, mib in enumerate(plan.containers[ci].hogs)]
     held = sum(mib for ci in in_domain for mib in plan.containers[ci].hogs)
-    trigger = _points(plan.domain_mib - held + SLACK_MIB + 1, _adj(plan, plan.trigger, policy, capacity_mib),
-                      plan.domain_mib)  # the most it can hold: the room a plain runtime leaves (nothing charged)
+    trigger = _points(
+        plan.domain_mib - held + SLACK_MIB + 1, _adj(plan, plan.trigger, policy, capacity_mib), plan.domain_mib
+    )  # the most it can hold: the room a plain runtime leaves (nothing charged)
     sandboxes = [_points(0, policy.effective(-998), plan.domain_mib)]
     best = max(scores, key=lambda item: item[1])
     others = [score for key, score in scores if key != best[0]] + [trigger] + sandboxes
@@ -254,7 +282,7 @@ def _container_round(rng: random.Random, index: int) -> RoundPlan:
     for k in range(count - 1):
         others.append(_between(rng, 16, min(winner - MARGIN_MIB - 1, left - 16 * (count - 2 - k))))
         left -= others[-1]
-    hogs = [winner] + others
+    hogs = [winner, *others]
     rng.shuffle(hogs)
     containers = [ContainerPlan(0, "app", Resources(request * MIB, limit * MIB), hogs)]
     if rng.random() < 0.6:  # a sibling outside the domain, often holding more and with a higher adj
@@ -292,7 +320,9 @@ def _kubepods_round(rng: random.Random, index: int, capacity_mib: int) -> RoundP
         pods.append(PodPlan(f"r{index:02d}-p{p}", members))
     for pod in pods:
         pod.qos = pod_qos([containers[ci].resources for ci in pod.containers])
-        if pod.qos is QosClass.GUARANTEED and any(containers[ci].resources.limit_bytes is None for ci in pod.containers):
+        if pod.qos is QosClass.GUARANTEED and any(
+            containers[ci].resources.limit_bytes is None for ci in pod.containers
+        ):
             pod.qos = QosClass.BURSTABLE  # pragma: no cover - cannot happen (kind decides)
     procs = sum(rng.randint(1, 2) for _ in containers)
     budget = allocatable(capacity_mib * MIB) // MIB - CHARGED_BASE_MIB * (procs + len(pods) + 1) - ROOM_MIB - 24
@@ -328,11 +358,14 @@ def plan_rounds(seed: int, count: int, policy: AdjPolicy, capacity_mib: int) -> 
     for index in range(1, count + 1):
         for _attempt in range(20000):
             try:
-                plan = (_container_round(rng, index) if index % 2 else _kubepods_round(rng, index, capacity_mib))
+                plan = _container_round(rng, index) if index % 2 else _kubepods_round(rng, index, capacity_mib)
             except _Retry:
                 continue
-            if all(c.hogs or plan.kind == "kubepods" for c in plan.containers) and _decisive(plan, policy, capacity_mib) \
-                    and _fits(plan):
+            if (
+                all(c.hogs or plan.kind == "kubepods" for c in plan.containers)
+                and _decisive(plan, policy, capacity_mib)
+                and _fits(plan)
+            ):
                 break
         else:  # pragma: no cover - the space of decisive rounds is large
             raise LabRuntimeError(f"no decisive round {index} found for seed {seed}")
@@ -353,8 +386,9 @@ def random_scenario(lab: Session) -> None:
         pods = []
         containers: list[Container] = []
         for pod_plan in plan.pods:
-            pod = node.add_pod(pod_plan.name, [(plan.containers[ci].name, plan.containers[ci].resources)
-                                               for ci in pod_plan.containers])
+            pod = node.add_pod(
+                pod_plan.name, [(plan.containers[ci].name, plan.containers[ci].resources) for ci in pod_plan.containers]
+            )
             pods.append(pod)
             containers += [pod.containers[plan.containers[ci].name] for ci in pod_plan.containers]
         hogs = {}
@@ -362,13 +396,16 @@ def random_scenario(lab: Session) -> None:
         for ci, spec in enumerate(plan.containers):
             for hi, mib in enumerate(spec.hogs):
                 starts.append(((ci, hi), (containers[ci], f"r{plan.index:02d}c{ci}h{hi}", mib)))
-        for key, proc in zip([key for key, _ in starts], _start_all(lab, [args for _, args in starts])):
+        for key, proc in zip([key for key, _ in starts], _start_all(lab, [args for _, args in starts]), strict=False):
             hogs[key] = proc
         lab.settle()
         trigger = containers[plan.trigger]
         cap = int(room(lab, trigger)) + SLACK_MIB
-        lab.emit(f"round {plan.index}/{len(plans)}: {plan.kind}-level, {len(pods)} pods, {len(hogs)} hogs; "
-                 f"a process in {trigger.label} grows {cap} MiB", key="lab-step")
+        lab.emit(
+            f"round {plan.index}/{len(plans)}: {plan.kind}-level, {len(pods)} pods, {len(hogs)} hogs; "
+            f"a process in {trigger.label} grows {cap} MiB",
+            key="lab-step",
+        )
         lab.provoke(lab.trigger(trigger, f"r{plan.index:02d}grow", cap), expect=hogs[plan.winner])
         for pod in pods:
             node.remove_pod(pod)

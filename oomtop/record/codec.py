@@ -8,7 +8,7 @@ oomtop reading a newer minor revision ignores fields it does not know.  Enums ar
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 from oomtop.model import (
     Cgroup,
@@ -34,8 +34,12 @@ PRESSURE_FIELDS = tuple(f.name for f in dataclasses.fields(Pressure))
 
 def schemas() -> dict[str, list[str]]:
     """The field order of every record type, for the header."""
-    return {"cgroup": list(CGROUP_FIELDS), "task": list(TASK_FIELDS), "node": list(NODE_FIELDS),
-            "pressure": list(PRESSURE_FIELDS)}
+    return {
+        "cgroup": list(CGROUP_FIELDS),
+        "task": list(TASK_FIELDS),
+        "node": list(NODE_FIELDS),
+        "pressure": list(PRESSURE_FIELDS),
+    }
 
 
 def encode_cgroup(cgroup: Cgroup) -> list[Any]:
@@ -119,6 +123,8 @@ class Decoder:
         )
 
 
+_T = TypeVar("_T")
+
 _MISSING_FILLS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
 
 
@@ -126,12 +132,11 @@ def _fills(cls: type) -> tuple[tuple[str, Any, Any], ...]:
     """(name, default, factory) of every field of ``cls``, looked up once per class (``fields()`` is slow)."""
     fills = _MISSING_FILLS.get(cls)
     if fills is None:
-        fills = _MISSING_FILLS[cls] = tuple(
-            (f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))  # type: ignore[misc]
+        fills = _MISSING_FILLS[cls] = tuple((f.name, f.default, f.default_factory) for f in dataclasses.fields(cls))
     return fills
 
 
-def _build(cls: type, fields: dict[str, Any], **extra: Any) -> Any:
+def _build(cls: type[_T], fields: dict[str, Any], **extra: Any) -> _T:
     """Construct a dataclass, giving fields the file lacks their default (or a neutral value)."""
     values = {**fields, **extra} if extra else fields
     fills = _fills(cls)
@@ -177,10 +182,14 @@ def decode_event(data: dict[str, Any]) -> OomEvent:
     fields = {key: value for key, value in data.items() if key in known}
     fields["victim"] = _build(KilledTask, _known(KilledTask, fields.get("victim") or {}))
     fields["killed"] = tuple(_build(KilledTask, _known(KilledTask, t)) for t in fields.get("killed") or ())
-    fields["candidates"] = tuple(_build(KernelCandidate, _known(KernelCandidate, c)) for c in fields.get("candidates") or ())
+    fields["candidates"] = tuple(
+        _build(KernelCandidate, _known(KernelCandidate, c)) for c in fields.get("candidates") or ()
+    )
     pod = fields.get("pod")
     if pod:
-        fields["pod"] = PodRef(uid=pod["uid"], qos=QosClass(pod["qos"]), name=pod.get("name"), namespace=pod.get("namespace"))
+        fields["pod"] = PodRef(
+            uid=pod["uid"], qos=QosClass(pod["qos"]), name=pod.get("name"), namespace=pod.get("namespace")
+        )
     container = fields.get("container")
     if container:
         fields["container"] = _build(ContainerRef, _known(ContainerRef, container))

@@ -102,7 +102,7 @@ def _resync(view: memoryview, offset: int) -> int | None:
     """The next offset holding a valid frame, or None."""
     raw = view.obj if hasattr(view.obj, "find") else bytes(view)  # bytes or an mmap
     while True:
-        found = raw.find(FRAME_TAG, offset)  # type: ignore[union-attr]
+        found: int = raw.find(FRAME_TAG, offset)
         if found < 0:
             return None
         frame, _reason = _frame_at(view, found)

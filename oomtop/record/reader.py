@@ -42,7 +42,7 @@ class Recording:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._file = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
+            self._file = open(path, "rb")  # held open while the Recording is: closed by close()  # noqa: SIM115
         except FileNotFoundError:
             raise RecordingError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -383,4 +383,3 @@ def _apply_order(before: list[Any], change: Any, kind: type) -> list[Any]:
     for position, key in change.get("ins", ()):
         order.insert(position, kind(key) if kind is tuple else key)
     return order
-

@@ -152,7 +152,9 @@ async def record_headless(source: Source, recorder: Recorder, duration_s: float 
                 print(
                     f"\rrecording {path}: {elapsed // 3600:02d}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}, "
                     f"{recorder.samples} samples, {recorder.events} kills, {format_bytes(recorder.bytes_written)}   ",
-                    end="", file=sys.stderr, flush=True,
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
                 )
     finally:
         source.close()
@@ -160,6 +162,9 @@ async def record_headless(source: Source, recorder: Recorder, duration_s: float 
             await close_updates(updates)
         recorder.close()
         if tty:
-            print(f"\rrecorded {recorder.samples} samples and {recorder.events} kills to {path} "
-                  f"({format_bytes(recorder.bytes_written)})" + " " * 10, file=sys.stderr)
+            print(
+                f"\rrecorded {recorder.samples} samples and {recorder.events} kills to {path} "
+                f"({format_bytes(recorder.bytes_written)})" + " " * 10,
+                file=sys.stderr,
+            )
     return status

@@ -47,8 +47,14 @@ class _State:
 class RecordingEncoder:
     """Turns Samples and events into frame bytes; the caller writes them (sync or with aiofiles)."""
 
-    def __init__(self, interval_s: float, redact_cmdline: bool = False, segment_s: float = 60.0,
-                 flush_s: float = 1.0, monotonic: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        redact_cmdline: bool = False,
+        segment_s: float = 60.0,
+        flush_s: float = 1.0,
+        monotonic: Any = time.monotonic,
+    ) -> None:
         self.interval_s = interval_s
         self.redact_cmdline = redact_cmdline
         self.segment_s = segment_s
@@ -75,7 +81,7 @@ class RecordingEncoder:
             "created": created,
             "interval_s": self.interval_s,
             "redact_cmdline": self.redact_cmdline,
-            "node": None if node is None else dict(zip(codec.NODE_FIELDS, codec.encode_node(node))),
+            "node": None if node is None else dict(zip(codec.NODE_FIELDS, codec.encode_node(node), strict=False)),
             "schemas": codec.schemas(),
         }
         self.header_written = True
@@ -144,7 +150,12 @@ class RecordingEncoder:
             warnings=sample.warnings,
         )
         return [
-            "K", sample.time, sample.monotonic, sample.seq, codec.encode_node(sample.node), list(sample.warnings),
+            "K",
+            sample.time,
+            sample.monotonic,
+            sample.seq,
+            codec.encode_node(sample.node),
+            list(sample.warnings),
             {path: codec.encode_identity(identity) for path, identity in state.identities.items()},
             [codec.encode_cgroup(c) for c in sample.cgroups],
             [codec.encode_task(t) for t in sample.tasks],
@@ -180,7 +191,9 @@ class RecordingEncoder:
             if known is None:
                 tasks.append(codec.encode_task(task))
             elif known != task:
-                tasks.append([task.pid, task.start_ticks, _changed_fields(codec.encode_task(known), codec.encode_task(task))])
+                tasks.append(
+                    [task.pid, task.start_ticks, _changed_fields(codec.encode_task(known), codec.encode_task(task))]
+                )
             state.tasks[task.key] = task
         cgroup_order = tuple(c.path for c in sample.cgroups)
         task_order = tuple(t.key for t in sample.tasks)
@@ -205,14 +218,25 @@ class RecordingEncoder:
         if sample.warnings != state.warnings:
             warnings = list(sample.warnings)
             state.warnings = sample.warnings
-        return ["D", sample.time, sample.monotonic, sample.seq, node, warnings, identities, cgroups,
-                new_cgroup_order, tasks, new_task_order]
+        return [
+            "D",
+            sample.time,
+            sample.monotonic,
+            sample.seq,
+            node,
+            warnings,
+            identities,
+            cgroups,
+            new_cgroup_order,
+            tasks,
+            new_task_order,
+        ]
 
 
 def _changed_fields(before: list[Any], after: list[Any]) -> list[Any]:
     """[index, new value, index, new value, ...] of the fields that differ."""
     changed: list[Any] = []
-    for index, (old, new) in enumerate(zip(before, after)):
+    for index, (old, new) in enumerate(zip(before, after, strict=False)):
         if old != new:
             changed += [index, new]
     return changed
@@ -251,7 +275,9 @@ class RecordingFile:
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
-            raise RecordingStopped(f"{path} already exists; choose a new file name (recordings are never overwritten)") from None
+            raise RecordingStopped(
+                f"{path} already exists; choose a new file name (recordings are never overwritten)"
+            ) from None
         except OSError as error:
             raise RecordingStopped(f"cannot create {path}: {error.strerror}") from None
         os.fchmod(self.fd, 0o600)  # whatever the umask: command lines can hold secrets

@@ -11,6 +11,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -32,7 +33,15 @@ from oomtop.ui.help import HelpScreen
 from oomtop.ui.history import History
 from oomtop.ui.notices import NoticeBar, means_no_root, warning_key
 from oomtop.ui.rows import (
-    Ranking, Row, RowKey, TreeState, ancestors, build_rows, task_key, victim_keys, visible_rows,
+    Ranking,
+    Row,
+    RowKey,
+    TreeState,
+    ancestors,
+    build_rows,
+    task_key,
+    victim_keys,
+    visible_rows,
 )
 from oomtop.ui.themes import DEFAULT_THEME, Catalogue, discover, to_textual, variable_defaults
 from oomtop.ui.timeline import GotoScreen, Timeline
@@ -101,6 +110,7 @@ class OomtopApp(App[None]):
         cursor_blink: bool = True,
         interval_s: float | None = None,
         tune_gc: bool = False,
+        open_cgroups: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -108,7 +118,7 @@ class OomtopApp(App[None]):
         self.cursor_blink = cursor_blink
         self.tune_gc = tune_gc
         self.interval_s = interval_s if interval_s is not None else getattr(source, "interval_s", None)
-        self.state = TreeState()
+        self.state = TreeState(open_by_default=open_cgroups)
         self.history = History()
         self.view: View | None = None
         self.ranking: Ranking | None = None
@@ -128,8 +138,11 @@ class OomtopApp(App[None]):
         for spec in catalogue.themes.values():
             self.register_theme(to_textual(spec))
         chosen = theme or DEFAULT_THEME
-        self.theme = chosen if chosen in self.available_themes else (
-            DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark")
+        self.theme = (
+            chosen
+            if chosen in self.available_themes
+            else (DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark")
+        )
 
     # -------------------------------------------------------------------------------------------- layout
 
@@ -182,7 +195,7 @@ class OomtopApp(App[None]):
             async for update in self.source.updates():
                 self.apply(update)
                 self.updates_seen += 1
-        except Exception as error:  # noqa: BLE001 - shown, not a traceback over the screen
+        except Exception as error:  # a failing source is a notice on screen, not a traceback  # noqa: BLE001
             self._apply_notice(Notice(f"the source stopped: {error}", "source-error"))
 
     def apply(self, update: Update) -> None:
@@ -202,7 +215,7 @@ class OomtopApp(App[None]):
         if self.replaying and self.latest is not None and sample.time < self.latest.time:
             # Jumped back: the history and the kill list start over at the new position.
             self.history = History()
-            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]
+            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]  # replay-only attribute: Source has no events_until; a later issue types this with a Protocol
         self.history.record(sample)
         self.latest = sample
         if self.interval_s is None and self._last_sample_time is not None:
@@ -225,7 +238,6 @@ class OomtopApp(App[None]):
         self.rebuild()
         if self.tune_gc and self.samples_shown == 1:
             tune_gc()
-
 
     def _apply_event(self, event: OomEvent) -> None:
         if event.predicted_victim_pid is None and not event.historical and self.view is not None:
@@ -325,54 +337,56 @@ class OomtopApp(App[None]):
         if self.timeline is None or not self._ui_ready:
             return
         source = self.source
-        recording = source.recording  # type: ignore[attr-defined]
+        recording = source.recording  # type: ignore[attr-defined]  # replay-only attribute: Source has no recording; a later issue types this with a Protocol
         end = self.latest.time if self.latest is not None else None
         if getattr(self, "_recording_end", None) is None:
             self._recording_end = recording.end_time
         self.timeline.show(
-            position=end, start=recording.start_time, end=self._recording_end or end,
-            kill_times=source.event_times, playing=source.playing, speed=source.speed,  # type: ignore[attr-defined]
+            position=end,
+            start=recording.start_time,
+            end=self._recording_end or end,
+            kill_times=source.event_times,  # type: ignore[attr-defined]  # replay-only attribute: Source has no event_times; a later issue types this with a Protocol
+            playing=source.playing,  # type: ignore[attr-defined]  # replay-only attribute: Source has no playing; a later issue types this with a Protocol
+            speed=source.speed,  # type: ignore[attr-defined]  # replay-only attribute: Source has no speed; a later issue types this with a Protocol
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.REPLAY_ACTIONS and not self.replaying:
-            return False
-        return True
+        return not (action in self.REPLAY_ACTIONS and not self.replaying)
 
     def action_step(self, count: int) -> None:
         source = self.source
-        source.pause()  # type: ignore[attr-defined]
-        if not source.step(count):  # type: ignore[attr-defined]
+        source.pause()  # type: ignore[attr-defined]  # replay-only attribute: Source has no pause(); a later issue types this with a Protocol
+        if not source.step(count):  # type: ignore[attr-defined]  # replay-only attribute: Source has no step(); a later issue types this with a Protocol
             self.notify("start of the recording" if count < 0 else "end of the recording", timeout=2)
         self._refresh_timeline()
 
     def action_next_kill(self) -> None:
-        if self.source.next_kill() is None:  # type: ignore[attr-defined]
+        if self.source.next_kill() is None:  # type: ignore[attr-defined]  # replay-only attribute: Source has no next_kill(); a later issue types this with a Protocol
             self.notify("no later OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_previous_kill(self) -> None:
-        if self.source.previous_kill() is None:  # type: ignore[attr-defined]
+        if self.source.previous_kill() is None:  # type: ignore[attr-defined]  # replay-only attribute: Source has no previous_kill(); a later issue types this with a Protocol
             self.notify("no earlier OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_speed(self, direction: int) -> None:
-        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]
+        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]  # replay-only attribute: Source has no faster()/slower(); a later issue types this with a Protocol
         self._refresh_timeline()
 
     def action_goto(self) -> None:
-        recording = self.source.recording  # type: ignore[attr-defined]
+        recording = self.source.recording  # type: ignore[attr-defined]  # replay-only attribute: Source has no recording; a later issue types this with a Protocol
 
         def jump(target: float | None) -> None:
             if target is not None:
-                self.source.seek(target)  # type: ignore[attr-defined]
+                self.source.seek(target)  # type: ignore[attr-defined]  # replay-only attribute: Source has no seek(); a later issue types this with a Protocol
                 self._refresh_timeline()
 
         self.push_screen(GotoScreen(self.latest.time if self.latest else None, recording.start_time), jump)
 
     def action_pause(self) -> None:
         if self.replaying:  # over a recording, space plays and pauses the recording itself
-            self.source.toggle()  # type: ignore[attr-defined]
+            self.source.toggle()  # type: ignore[attr-defined]  # replay-only attribute: Source has no toggle(); a later issue types this with a Protocol
             self._refresh_timeline()
             return
         self.paused = not self.paused
@@ -426,14 +440,15 @@ class OomtopApp(App[None]):
     def on_unmount(self) -> None:
         self.source.close()
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Keys, marks and the ranking rule (?)", self.action_help)
         yield SystemCommand("Filter", "Filter rows by text (/)", self.action_filter)
         yield SystemCommand("Sort", f"Cycle the sort order, now {self.state.sort.value} (s)", self.action_sort)
         yield SystemCommand("Pause / resume", "Freeze the display; collection goes on (space)", self.action_pause)
-        yield SystemCommand("Expand / collapse", "Open or close the selected row (enter)",
-                            self.process_tree.action_toggle_row)
+        yield SystemCommand(
+            "Expand / collapse", "Open or close the selected row (enter)", self.process_tree.action_toggle_row
+        )
         yield SystemCommand("Next victim", "Jump to the next predicted victim (n)", self.action_next_victim)
         yield SystemCommand("Node-wide victim", "Jump to the node-wide OOM victim (N)", self.action_node_victim)
         yield SystemCommand("Events", "Focus the OOM kill list (e)", self.action_events)

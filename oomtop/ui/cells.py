@@ -33,8 +33,20 @@ _OPTIONAL = (("wset", "WSET", 7, 92), ("peak", "PEAK", 7, 104), ("kills", "KILLS
 
 #: style names a theme provides (see ProcessTree.COMPONENT_CLASSES); missing ones render unstyled
 STYLE_NAMES = (
-    "ok", "warn", "crit", "cache", "free", "high", "victim", "node-victim", "dim", "pod", "group", "match",
-    "heading", "kills",
+    "ok",
+    "warn",
+    "crit",
+    "cache",
+    "free",
+    "high",
+    "victim",
+    "node-victim",
+    "dim",
+    "pod",
+    "group",
+    "match",
+    "heading",
+    "kills",
 )
 
 
@@ -83,7 +95,7 @@ class Palette:
     combination once, when first asked for, instead of into every segment of every repaint.
     """
 
-    __slots__ = ("_named", "under", "_combined", "name_cells")
+    __slots__ = ("_combined", "_named", "name_cells", "under")
 
     def __init__(self, named: Mapping[str, Style], under: Style | None = None) -> None:
         self._named = named
@@ -111,7 +123,7 @@ class Palette:
 class Line:
     """A line being assembled: (text, style) pieces, None for a plain piece, and their width in cells."""
 
-    __slots__ = ("texts", "styles", "cells")
+    __slots__ = ("cells", "styles", "texts")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -151,7 +163,7 @@ class Line:
                 if used + cells > room:
                     kept = set_cell_size(text, room - used) if room > used else ""
                     kept = kept + "…" if ellipsis else kept
-                    del self.texts[index + 1:], self.styles[index + 1:]
+                    del self.texts[index + 1 :], self.styles[index + 1 :]
                     if kept:
                         self.texts[index] = kept
                     else:
@@ -166,7 +178,7 @@ class Line:
         """One segment per styled piece, plain neighbours joined (as Rich's ``Text`` splits them)."""
         segments: list[Segment] = []
         plain: list[str] = []
-        for text, style in zip(self.texts, self.styles):
+        for text, style in zip(self.texts, self.styles, strict=False):
             if style is None:
                 plain.append(text)
                 continue
@@ -212,7 +224,7 @@ def headroom_bar(line: Line, usage: int, working_set: int, limit: int | None, hi
 
 
 def _right(value: str, column: str) -> str:
-    return value.rjust(_width(column))[-_width(column):]
+    return value.rjust(_width(column))[-_width(column) :]
 
 
 def _name_cell(row: Row, layout: Layout, palette: Palette) -> Line:
@@ -288,9 +300,21 @@ def render_row(row: Row, layout: Layout, palette: Palette) -> Line:
     while the figures after it move every Sample, so it is kept per look in the palette.
     """
     task = row.task
-    look = (row.key, row.label, row.depth, row.expandable, row.expanded, row.matched, bool(row.victim_of),
-            row.node_victim, row.score, task.oom_score_adj if task is not None else None, row.group_size,
-            layout.name_width, row.cgroup.identity.kind if row.cgroup is not None else None)
+    look = (
+        row.key,
+        row.label,
+        row.depth,
+        row.expandable,
+        row.expanded,
+        row.matched,
+        bool(row.victim_of),
+        row.node_victim,
+        row.score,
+        task.oom_score_adj if task is not None else None,
+        row.group_size,
+        layout.name_width,
+        row.cgroup.identity.kind if row.cgroup is not None else None,
+    )
     cached = palette.name_cells.get(look)
     if cached is None:
         if len(palette.name_cells) >= NAME_CELLS_KEPT:
@@ -320,8 +344,9 @@ def _cgroup_cells(line: Line, row: Row, layout: Layout, palette: Palette) -> Non
             limit = cgroup.limit_bytes
             line.add(_right(format_bytes(limit), column), palette.get("dim") if limit is None else None)
         elif column == "bar":
-            headroom_bar(line, cgroup.usage_bytes, cgroup.working_set_bytes, cgroup.limit_bytes, cgroup.high_bytes,
-                         palette)
+            headroom_bar(
+                line, cgroup.usage_bytes, cgroup.working_set_bytes, cgroup.limit_bytes, cgroup.high_bytes, palette
+            )
         elif column == "peak":
             line.add(_right(format_bytes(cgroup.peak_bytes), column))
         elif column == "kills":

@@ -59,8 +59,12 @@ def _growth_lines(text: Text, key: RowKey, usage: int, domain: Cgroup | None, do
     elif domain_key == key:
         _field(text, "growth", f"{value} · limit in {duration(left)} at this rate", "bold" if left < 60 else "")
     else:
-        _field(text, "growth", f"{value} · {whose} limit in {duration(left)} (it grows {rate(domain_growth or 0)})",
-               "bold" if left < 60 else "")
+        _field(
+            text,
+            "growth",
+            f"{value} · {whose} limit in {duration(left)} (it grows {rate(domain_growth or 0)})",
+            "bold" if left < 60 else "",
+        )
 
 
 def _qos_lines(text: Text, ranking: Ranking, container: Cgroup | None, actual_adj: int | None) -> None:
@@ -80,8 +84,12 @@ def _qos_lines(text: Text, ranking: Ranking, container: Cgroup | None, actual_ad
     if qos is QosClass.BURSTABLE and implied:
         low, high = implied
         _field(text, "request", f"implied {format_bytes(low)} - {format_bytes(high)} (from adj {adj['actual']})")
-    elif qos is not QosClass.BURSTABLE and actual is not None and adj["expected"] is not None \
-            and actual != adj["expected"]:
+    elif (
+        qos is not QosClass.BURSTABLE
+        and actual is not None
+        and adj["expected"] is not None
+        and actual != adj["expected"]
+    ):
         _field(text, "request", f"adj {actual} is not kubelet's {adj['expected']} for {qos.value}", "bold")
 
 
@@ -95,17 +103,32 @@ def cgroup_details(row: Row, ranking: Ranking, history: History) -> Text:
     limit = cgroup.limit_bytes
     if limit is None:
         domain_path = view.prediction.nearest_limit.get(cgroup.path)
-        above = f"; {printable(view.by_path[domain_path].identity.label or domain_path)}'s " \
-                f"{format_bytes(view.effective_limit(cgroup.path))} applies" if domain_path else ""
+        above = (
+            f"; {printable(view.by_path[domain_path].identity.label or domain_path)}'s "
+            f"{format_bytes(view.effective_limit(cgroup.path))} applies"
+            if domain_path
+            else ""
+        )
         _field(text, "usage", f"{format_bytes(cgroup.usage_bytes)} · no limit{above}")
     else:
-        _field(text, "usage", f"{format_bytes(cgroup.usage_bytes)} of {format_bytes(limit)} "
-                              f"({cgroup.usage_bytes / limit * 100:.0f}%)")
-    _field(text, "wset", f"{format_bytes(cgroup.working_set_bytes)}  high {format_bytes(cgroup.high_bytes, 'none')}"
-                         f"  peak {format_bytes(cgroup.peak_bytes)}")
-    _field(text, "charge", f"anon {format_bytes(cgroup.anon_bytes)}  file {format_bytes(cgroup.file_bytes)} "
-                           f"(inactive {format_bytes(cgroup.inactive_file_bytes)})  shmem "
-                           f"{format_bytes(cgroup.shmem_bytes)}")
+        _field(
+            text,
+            "usage",
+            f"{format_bytes(cgroup.usage_bytes)} of {format_bytes(limit)} ({cgroup.usage_bytes / limit * 100:.0f}%)",
+        )
+    _field(
+        text,
+        "wset",
+        f"{format_bytes(cgroup.working_set_bytes)}  high {format_bytes(cgroup.high_bytes, 'none')}"
+        f"  peak {format_bytes(cgroup.peak_bytes)}",
+    )
+    _field(
+        text,
+        "charge",
+        f"anon {format_bytes(cgroup.anon_bytes)}  file {format_bytes(cgroup.file_bytes)} "
+        f"(inactive {format_bytes(cgroup.inactive_file_bytes)})  shmem "
+        f"{format_bytes(cgroup.shmem_bytes)}",
+    )
     swap = format_bytes(cgroup.swap_bytes)
     if cgroup.swap_limit_bytes is not None:
         swap += f" of {format_bytes(cgroup.swap_limit_bytes)}"
@@ -118,8 +141,12 @@ def cgroup_details(row: Row, ranking: Ranking, history: History) -> Text:
            "bold" if cgroup.oom_kills or cgroup.under_oom else "")  # fmt: skip
     if cgroup.pressure is not None:
         p = cgroup.pressure
-        _field(text, "pressure", f"some {p.some_avg10:.2f}/{p.some_avg60:.2f}/{p.some_avg300:.2f}  full "
-                                 f"{p.full_avg10:.2f}/{p.full_avg60:.2f}/{p.full_avg300:.2f} % (10s/60s/300s)")
+        _field(
+            text,
+            "pressure",
+            f"some {p.some_avg10:.2f}/{p.some_avg60:.2f}/{p.some_avg300:.2f}  full "
+            f"{p.full_avg10:.2f}/{p.full_avg60:.2f}/{p.full_avg300:.2f} % (10s/60s/300s)",
+        )
     verdict = view.prediction.by_domain.get(cgroup.path)
     if verdict is not None:
         if verdict.victim is None:
@@ -160,8 +187,12 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
     text.append(row.label + "\n", "bold")
     _field(text, "cmdline", printable(task.cmdline) or "-")
     owner = view.by_path.get(task.cgroup)
-    _field(text, "rss", f"{format_bytes(task.rss_bytes)} = anon {format_bytes(task.rss_anon_bytes)} + file "
-                        f"{format_bytes(task.rss_file_bytes)} + shmem {format_bytes(task.rss_shmem_bytes)}")
+    _field(
+        text,
+        "rss",
+        f"{format_bytes(task.rss_bytes)} = anon {format_bytes(task.rss_anon_bytes)} + file "
+        f"{format_bytes(task.rss_file_bytes)} + shmem {format_bytes(task.rss_shmem_bytes)}",
+    )
     _field(text, "swap", f"{format_bytes(task.swap_bytes)}  page tables {format_bytes(task.pgtables_bytes)}")
     domain_path = view.prediction.nearest_limit.get(task.cgroup)
     domain = view.by_path.get(domain_path) if domain_path else None
@@ -170,8 +201,12 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
     if domain is not None and domain_path is not None:
         where = f" against {ranking.domain_name(domain_path)} ({format_bytes(domain.limit_bytes)})"
     _field(text, "oom", f"adj {task.oom_score_adj}  memcg score {'-' if score is None else score}{where}")
-    _field(text, "node", f"oom_score {'-' if task.oom_score is None else task.oom_score} (kernel, node-wide)  "
-                         f"node score {_or_dash(view.node_score(task))}")
+    _field(
+        text,
+        "node",
+        f"oom_score {'-' if task.oom_score is None else task.oom_score} (kernel, node-wide)  "
+        f"node score {_or_dash(view.node_score(task))}",
+    )
     if not task.has_memory:
         _field(text, "", "no memory of its own (exiting): never picked", "dim")
     marks = []
@@ -181,8 +216,9 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
         marks.append("node-wide victim")
     if marks:
         _field(text, "marked", "; ".join(marks), "bold")
-    _growth_lines(text, task_key(task), task.rss_bytes, domain, cgroup_key(domain) if domain else None, history,
-                  "its cgroup's")
+    _growth_lines(
+        text, task_key(task), task.rss_bytes, domain, cgroup_key(domain) if domain else None, history, "its cgroup's"
+    )
     container = owner if owner is not None and owner.identity.kind is CgroupKind.CONTAINER else None
     _qos_lines(text, ranking, container, task.oom_score_adj)
     _field(text, "uid", f"{task.uid}  start {task.start_ticks} ticks")
@@ -194,8 +230,11 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
 def group_details(row: Row) -> Text:
     text = Text(end="")
     text.append("other cgroups\n", "bold")
-    text.append(f"{row.group_size} cgroups of the node outside kubepods (system slices, Docker, plain), "
-                f"{format_bytes(row.group_usage_bytes)} in all", "dim")
+    text.append(
+        f"{row.group_size} cgroups of the node outside kubepods (system slices, Docker, plain), "
+        f"{format_bytes(row.group_usage_bytes)} in all",
+        "dim",
+    )
     return text
 
 
@@ -247,7 +286,7 @@ class DetailsText(Widget):
             self._lines, self._strips, self._wrapped_at = lines, [None] * len(lines), width
             self.refresh(layout=True)
             return
-        for y, (line, before) in enumerate(zip(lines, self._lines)):
+        for y, (line, before) in enumerate(zip(lines, self._lines, strict=False)):
             if line != before:
                 self._lines[y], self._strips[y] = line, None
                 self.refresh(Region(0, y, width, 1))
@@ -316,8 +355,14 @@ class DetailsPane(VerticalScroll):
         spark = self.query_one(Sparkline)
         if len(values) >= 2:
             span = len(values) * history.resolution_s
-            label.update(Text(f"usage, last {duration(span)}: {format_bytes(int(min(values)))} .. "
-                              f"{format_bytes(int(max(values)))}", end=""), layout=False)
+            label.update(
+                Text(
+                    f"usage, last {duration(span)}: {format_bytes(int(min(values)))} .. "
+                    f"{format_bytes(int(max(values)))}",
+                    end="",
+                ),
+                layout=False,
+            )
             if spark.data != values:
                 spark.data = values
             spark.display = True

@@ -38,8 +38,9 @@ def prediction_mark(event: OomEvent) -> tuple[str, str]:
     return f"predicted {event.predicted_victim_pid}", "crit"
 
 
-def event_line(event: OomEvent, styles: Mapping[str, Style] | None = None,
-               race: tuple[float, int | None] | None = None) -> Text:
+def event_line(
+    event: OomEvent, styles: Mapping[str, Style] | None = None, race: tuple[float, int | None] | None = None
+) -> Text:
     """One kill of the list; ``race``: (seconds, pid) of the kill before it in its domain when this one is the
     kernel's exit race (see :func:`oomtop.explain.exit_race_gap_s`)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -155,7 +156,10 @@ class EventPane(Vertical):
 
     def _options(self) -> list[Option]:
         styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
-        return [Option(event_line(item, styles, race)) for item, race in zip(self.events, exit_races(self.events))]
+        return [
+            Option(event_line(item, styles, race))
+            for item, race in zip(self.events, exit_races(self.events), strict=False)
+        ]
 
     def focus_newest(self) -> None:
         listing = self.option_list
@@ -170,4 +174,4 @@ class EventPane(Vertical):
             event = self.events[index]
             from oomtop.explain import previous_in_domain  # the explainer loads when a kill is opened
 
-            self.post_message(self.Chosen(event, previous_in_domain(self.events[index + 1:], event)))
+            self.post_message(self.Chosen(event, previous_in_domain(self.events[index + 1 :], event)))

@@ -60,8 +60,9 @@ def summary(event: OomEvent) -> Text:
         killed += f"  adj {victim.oom_score_adj}"
     _field(text, "killed", killed, "bold")
     if len(event.killed) > 1:
-        _field(text, "oom.group", f"{len(event.killed)} tasks killed together in "
-                                  f"{printable(event.oom_group_path or '?')}")
+        _field(
+            text, "oom.group", f"{len(event.killed)} tasks killed together in {printable(event.oom_group_path or '?')}"
+        )
     if event.invoker_comm:
         _field(text, "invoked by", printable(event.invoker_comm))
     sentence, style = prediction_sentence(event)
@@ -79,7 +80,7 @@ def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tupl
         from oomtop.explain import explain
 
         explanation: Any = explain(event, previous=previous)
-    except Exception as error:  # noqa: BLE001 - a log the explainer cannot rank must not take the UI down
+    except Exception as error:  # a failed explanation says so in the pane  # noqa: BLE001
         _field(text, "kernel", f"no explanation: {printable(str(error))}", "dim")
         return text, None
     top = getattr(explanation, "victim_is_top", None)
@@ -94,21 +95,48 @@ def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tupl
         return text, None
     killed = {k.pid for k in event.killed}
     pages = getattr(explanation, "totalpages", None)
-    table = Table(title=Text(f"candidates (domain {pages} pages)" if pages else "candidates", style="bold"),
-                  title_justify="left", box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column, justify in (("", "left"), ("#", "right"), ("pid", "right"), ("comm", "left"), ("points", "right"),
-                            ("score", "right"), ("adj", "right"), ("rss", "right"), ("swap", "right")):
+    table = Table(
+        title=Text(f"candidates (domain {pages} pages)" if pages else "candidates", style="bold"),
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        show_edge=False,
+        header_style="bold",
+    )
+    for column, justify in (
+        ("", "left"),
+        ("#", "right"),
+        ("pid", "right"),
+        ("comm", "left"),
+        ("points", "right"),
+        ("score", "right"),
+        ("adj", "right"),
+        ("rss", "right"),
+        ("swap", "right"),
+    ):
         table.add_column(Text(column, end=""), justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for place, candidate in enumerate(ranking[:MAX_CANDIDATES], 1):
         mark = "✗" if candidate.pid in killed else ("-" if not candidate.eligible else "")
-        cells = [mark, str(place), str(candidate.pid), printable(candidate.comm)[:24], str(candidate.points),
-                 "-" if candidate.score is None else str(candidate.score), str(candidate.oom_score_adj),
-                 format_bytes(candidate.rss_pages * 4096), str(candidate.swapents)]
+        cells = [
+            mark,
+            str(place),
+            str(candidate.pid),
+            printable(candidate.comm)[:24],
+            str(candidate.points),
+            "-" if candidate.score is None else str(candidate.score),
+            str(candidate.oom_score_adj),
+            format_bytes(candidate.rss_pages * 4096),
+            str(candidate.swapents),
+        ]
         style = "bold" if candidate.pid in killed else ("dim" if not candidate.eligible else "")
         table.add_row(*(Text(cell, style=style, end="") for cell in cells))
     if len(ranking) > MAX_CANDIDATES:
-        table.add_row(*(Text(cell, "dim", end="") for cell in ("", "", "", f"… {len(ranking) - MAX_CANDIDATES} more",
-                                                                 "", "", "", "", "")))
+        table.add_row(
+            *(
+                Text(cell, "dim", end="")
+                for cell in ("", "", "", f"… {len(ranking) - MAX_CANDIDATES} more", "", "", "", "", "")
+            )
+        )
     return text, table
 
 

@@ -167,8 +167,7 @@ class NodeHeader(Widget):
         if self._drawn is None or self._drawn[0] != key:
             console = self.app.console
             lines = self.render().split("\n")
-            strips = [Strip(list(line.render(console))).apply_style(base).crop_extend(0, width, base)
-                      for line in lines]
+            strips = [Strip(list(line.render(console))).apply_style(base).crop_extend(0, width, base) for line in lines]
             self._drawn = (key, strips)
         strips = self._drawn[1]
         return strips[y] if 0 <= y < len(strips) else Strip.blank(width, base)

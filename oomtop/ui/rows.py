@@ -12,11 +12,10 @@ tree shape never changes.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
 from enum import Enum
+from typing import Any, NamedTuple, overload
 
 from oomtop.model import Cgroup, CgroupKind, Task
 from oomtop.report import View, cgroup_label
@@ -79,6 +78,7 @@ class TreeState:
     expanded: dict[RowKey, bool] = field(default_factory=dict)
     sort: SortKey = SortKey.KILL
     filter_text: str = ""
+    open_by_default: bool = False  # every cgroup starts expanded, "other cgroups" too (the lab's view)
 
 
 def cgroup_key(cgroup: Cgroup) -> RowKey:
@@ -87,7 +87,10 @@ def cgroup_key(cgroup: Cgroup) -> RowKey:
     if identity.kind is CgroupKind.POD and identity.pod is not None:
         return ("pod", identity.pod.uid)
     if identity.container is not None and identity.kind in (
-        CgroupKind.CONTAINER, CgroupKind.SANDBOX, CgroupKind.CONMON, CgroupKind.DOCKER,
+        CgroupKind.CONTAINER,
+        CgroupKind.SANDBOX,
+        CgroupKind.CONMON,
+        CgroupKind.DOCKER,
     ):
         return ("container", identity.kind.value, identity.container.id)
     return ("cgroup", cgroup.path)
@@ -114,8 +117,9 @@ class Ranking:
         self.has_kubepods = bool(kubepods)
         # A kubepods below the root (kubelet in a container, a nested runtime) keeps its ancestors out of
         # "other cgroups": the pods stay in plain sight.
-        self.holds_kubepods = frozenset(path[:at] for path in kubepods for at in range(1, len(path) + 1)
-                                        if at == len(path) or path[at] == "/")
+        self.holds_kubepods = frozenset(
+            path[:at] for path in kubepods for at in range(1, len(path) + 1) if at == len(path) or path[at] == "/"
+        )
 
     def domain_name(self, path: str) -> str:
         """How a task's victim mark names the domain: "container", "pod", or the cgroup's label."""
@@ -151,9 +155,11 @@ class Ranking:
         if sort is SortKey.USAGE:
             return lambda c: -c.usage_bytes
         if sort is SortKey.LIMIT:
+
             def by_limit(c: Cgroup) -> tuple[bool, int]:
                 limit = self.view.effective_limit(c.path)
                 return (limit is None, limit or 0)
+
             return by_limit
         if sort is SortKey.NAME:
             return lambda c: cgroup_label(c).casefold()
@@ -210,16 +216,26 @@ class _Builder:
         return key
 
     def is_expanded(self, key: RowKey, default: bool) -> bool:
-        return self.expand_all or self.state.expanded.get(key, default)
+        return self.expand_all or self.state.expanded.get(key, default or self.state.open_by_default)
 
     def task_row(self, task: Task, depth: int, parent: RowKey, matched: bool) -> Row:
         pid, start = task.pid, task.start_ticks
         tkey = (pid, start)
         domains = self.victim_domains.get(tkey)
         return Row(  # positional: key, kind, depth, label, parent, cgroup, task, expandable, expanded, matched, ...
-            ("task", pid, start), RowKind.TASK, depth, _task_label(pid, task.comm), parent, None, task, False, False,
-            matched, tuple(self.ranking.domain_name(d) for d in domains) if domains else (),
-            tkey == self.node_victim_key, self.memcg_score.get(tkey),
+            ("task", pid, start),
+            RowKind.TASK,
+            depth,
+            _task_label(pid, task.comm),
+            parent,
+            None,
+            task,
+            False,
+            False,
+            matched,
+            tuple(self.ranking.domain_name(d) for d in domains) if domains else (),
+            tkey == self.node_victim_key,
+            self.memcg_score.get(tkey),
         )
 
     def built(self, item: Row | _Pending) -> Row:
@@ -242,7 +258,7 @@ class _Builder:
         self.out[at] = row
         self.hits += row.matched
         if not row.expanded:
-            del self.out[at + 1:]
+            del self.out[at + 1 :]
 
     def subtree(self, cgroup: Cgroup, depth: int, parent: RowKey | None, inherited: bool, in_other: bool) -> None:
         """This cgroup's row and, when expanded, its processes and children; nothing when the filter hides it all."""
@@ -265,11 +281,20 @@ class _Builder:
             return
         if needle and self.hits > hits_before:
             expanded = True  # opened to show what matched below (not remembered)
-        self.close(at, Row(
-            key=key, kind=RowKind.CGROUP, depth=depth, parent=parent, cgroup=cgroup,
-            label=printable(cgroup_label(cgroup)), expandable=expandable, expanded=expandable and expanded,
-            matched=self_match,
-        ))
+        self.close(
+            at,
+            Row(
+                key=key,
+                kind=RowKind.CGROUP,
+                depth=depth,
+                parent=parent,
+                cgroup=cgroup,
+                label=printable(cgroup_label(cgroup)),
+                expandable=expandable,
+                expanded=expandable and expanded,
+                matched=self_match,
+            ),
+        )
 
     def root(self, root: Cgroup) -> None:
         """The node row: its own processes, kubepods, and (on a Kubernetes node) the other cgroups grouped."""
@@ -294,10 +319,19 @@ class _Builder:
         if needle and not matched and len(out) == at + 1:
             del out[at:]
             return
-        self.close(at, Row(
-            key=key, kind=RowKind.CGROUP, depth=0, cgroup=root, label=printable(cgroup_label(root)),
-            expandable=bool(tasks or kids), expanded=bool(tasks or kids) and expanded, matched=self_match,
-        ))
+        self.close(
+            at,
+            Row(
+                key=key,
+                kind=RowKind.CGROUP,
+                depth=0,
+                cgroup=root,
+                label=printable(cgroup_label(root)),
+                expandable=bool(tasks or kids),
+                expanded=bool(tasks or kids) and expanded,
+                matched=self_match,
+            ),
+        )
 
     def grouped(self, kids: list[Cgroup], parent: RowKey, inherited: bool) -> None:
         """kubepods in place, the node's other cgroups under one collapsible row where the first of them ranks."""
@@ -324,11 +358,20 @@ class _Builder:
             return
         if needle and self.hits > hits_before:
             expanded = True
-        self.close(at, Row(
-            key=OTHER_KEY, kind=RowKind.GROUP, depth=1, parent=parent, label="other cgroups",
-            expandable=True, expanded=expanded, group_usage_bytes=sum(c.usage_bytes for c in others),
-            group_size=len(others),
-        ))
+        self.close(
+            at,
+            Row(
+                key=OTHER_KEY,
+                kind=RowKind.GROUP,
+                depth=1,
+                parent=parent,
+                label="other cgroups",
+                expandable=True,
+                expanded=expanded,
+                group_usage_bytes=sum(c.usage_bytes for c in others),
+                group_size=len(others),
+            ),
+        )
 
 
 class Rows(Sequence[Row]):
@@ -338,7 +381,7 @@ class Rows(Sequence[Row]):
     needs; the list is never changed after it is made.
     """
 
-    __slots__ = ("_items", "_builder", "_keys")
+    __slots__ = ("_builder", "_items", "_keys")
 
     def __init__(self, items: list[Row | _Pending], builder: _Builder | None = None) -> None:
         self._items = items

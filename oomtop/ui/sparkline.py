@@ -88,13 +88,19 @@ class UsageSparkline(Sparkline):
 
     def render(self) -> FastSparklineRenderable:  # type: ignore[override]
         _, base = self.background_colors
-        min_color = base + (self.get_component_styles("sparkline--min-color").color
-                            if self.min_color is None else self.min_color)
-        max_color = base + (self.get_component_styles("sparkline--max-color").color
-                            if self.max_color is None else self.max_color)
+        min_color = base + (
+            self.get_component_styles("sparkline--min-color").color if self.min_color is None else self.min_color
+        )
+        max_color = base + (
+            self.get_component_styles("sparkline--max-color").color if self.max_color is None else self.max_color
+        )
         return FastSparklineRenderable(
-            self.data or [], width=self.size.width, height=self.size.height,
-            min_color=min_color.rich_color, max_color=max_color.rich_color, summary_function=self.summary_function,
+            self.data or [],
+            width=self.size.width,
+            height=self.size.height,
+            min_color=min_color.rich_color,
+            max_color=max_color.rich_color,
+            summary_function=self.summary_function,
         )
 
     def render_line(self, y: int) -> Strip:
@@ -108,8 +114,10 @@ class UsageSparkline(Sparkline):
             bars = renderable.__rich_console__(console, console.options.update_width(width))
             # runs of bars in one colour joined: each later step of a repaint works per segment
             segments = Segment.simplify(Segment.apply_style((bar for bar in bars if isinstance(bar, Segment)), base))
-            lines = [Strip(line) for line in Segment.split_and_crop_lines(
-                segments, width, include_new_lines=False, pad=False)]
+            lines = [
+                Strip(line)
+                for line in Segment.split_and_crop_lines(segments, width, include_new_lines=False, pad=False)
+            ]
             self._drawn = (key, lines)
         lines = self._drawn[1]
         return lines[y] if 0 <= y < len(lines) else Strip.blank(width, base)

@@ -88,7 +88,7 @@ def _check_colour(path: Path, section: str, key: str, value: Any) -> str:
     from textual.color import Color, ColorParseError
 
     if not isinstance(value, str):
-        raise ThemeError(path, f"[{section}] {key} must be a colour string such as \"#ff8800\", not {value!r}")
+        raise ThemeError(path, f'[{section}] {key} must be a colour string such as "#ff8800", not {value!r}')
     try:
         Color.parse(value)
     except ColorParseError:
@@ -115,8 +115,9 @@ def load_file(path: Path, user: bool = False) -> ThemeSpec:
         raise ThemeError(path, f"not valid TOML ({error})") from None
     unknown = sorted(set(document) - {"name", "description", "dark", "colors", "oomtop", "variables"})
     if unknown:
-        raise ThemeError(path, f"unknown key {unknown[0]!r} (expected name, description, dark, [colors], "
-                         "[oomtop], [variables])")
+        raise ThemeError(
+            path, f"unknown key {unknown[0]!r} (expected name, description, dark, [colors], [oomtop], [variables])"
+        )
     name = document.get("name", path.stem)
     if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
         raise ThemeError(path, f"name must be one word, got {name!r}")
@@ -141,7 +142,11 @@ def load_file(path: Path, user: bool = False) -> ThemeSpec:
         if not isinstance(value, str):
             raise ThemeError(path, f"[variables] {key} must be a string")
     return ThemeSpec(
-        name=name.strip(), path=path, dark=dark, description=description, user=user,
+        name=name.strip(),
+        path=path,
+        dark=dark,
+        description=description,
+        user=user,
         colors={k: _check_colour(path, "colors", k, v) for k, v in colors.items()},
         oomtop={k: _check_colour(path, "oomtop", k, v) for k, v in own.items()},
         variables=dict(variables),

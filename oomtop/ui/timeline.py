@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
 
 
 def clock(time_s: float | None) -> str:
@@ -18,8 +22,15 @@ def clock(time_s: float | None) -> str:
     return datetime.fromtimestamp(time_s).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def timeline_text(position: float | None, start: float | None, end: float | None, kill_times: list[float],
-                  playing: bool, speed: float, width: int) -> Text:
+def timeline_text(
+    position: float | None,
+    start: float | None,
+    end: float | None,
+    kill_times: list[float],
+    playing: bool,
+    speed: float,
+    width: int,
+) -> Text:
     """``▶ 1x  <start> ━━━━●─────✗── <end>  at <time>`` fitted to ``width`` cells."""
     text = Text(no_wrap=True, end="")
     text.append("▶ playing" if playing else "❚❚ paused", "bold")
@@ -56,8 +67,15 @@ class Timeline(Static):
     Timeline { height: 1; background: $panel; color: $foreground; padding: 0 1; }
     """
 
-    def show(self, position: float | None, start: float | None, end: float | None, kill_times: list[float],
-             playing: bool, speed: float) -> None:
+    def show(
+        self,
+        position: float | None,
+        start: float | None,
+        end: float | None,
+        kill_times: list[float],
+        playing: bool,
+        speed: float,
+    ) -> None:
         width = max(40, self.size.width - 2)
         self.update(timeline_text(position, start, end, kill_times, playing, speed, width))
 
@@ -90,13 +108,6 @@ def parse_goto(text: str, current: float | None, start: float | None) -> float |
             continue
         return base.replace(hour=parsed.hour, minute=parsed.minute, second=parsed.second, microsecond=0).timestamp()
     return None
-
-
-from textual.app import ComposeResult  # noqa: E402
-from textual.binding import Binding  # noqa: E402
-from textual.containers import Vertical  # noqa: E402
-from textual.screen import ModalScreen  # noqa: E402
-from textual.widgets import Input, Label  # noqa: E402
 
 
 class GotoScreen(ModalScreen[float | None]):

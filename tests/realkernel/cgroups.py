@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 TEST_PREFIX = "oomtop-test-"
 UNLIMITED_THRESHOLD = 1 << 62  # v1 reports "no limit" as a page-aligned LONG_MAX (9223372036854771712)
 
-_live: set["TestHierarchy"] = set()
+_live: set[TestHierarchy] = set()
 _created_parents: list[str] = []  # every parent this process ever created (relative paths), for the final check
 _registry_lock = threading.Lock()
 _handlers_installed = False
@@ -122,7 +122,7 @@ class TestHierarchy:
         return self.parent + "/kubepods"
 
     # -- building ----------------------------------------------------------------------------------------
-    def __enter__(self) -> "TestHierarchy":
+    def __enter__(self) -> TestHierarchy:
         _install_handlers()
         with _registry_lock:
             _live.add(self)
@@ -204,7 +204,7 @@ class TestHierarchy:
         errors: list[str] = []
         try:
             self.kill_processes()
-        except Exception as error:  # keep going: the directories must go regardless
+        except Exception as error:  # noqa: BLE001
             errors.append(f"killing processes: {error!r}")
         root = self.memory_root + self.parent
         if os.path.isdir(root):
@@ -228,7 +228,7 @@ def cleanup_all() -> list[str]:
     for hierarchy in live:
         try:
             hierarchy.close()
-        except Exception as error:
+        except Exception as error:  # clean-up goes on: every problem is reported  # noqa: BLE001
             errors.append(str(error))
     return errors
 

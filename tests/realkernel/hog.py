@@ -7,6 +7,7 @@ it allocate, so every page it touches is charged to the test cgroup.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -62,8 +63,9 @@ def set_oom_score_adj(pid: int, adj: int) -> None:
     try:
         write_file(path, str(adj))
     except PermissionError as error:
-        raise HogError(f"cannot set oom_score_adj={adj} on {pid} ({error}); values below 0 need "
-                       "CAP_SYS_RESOURCE") from error
+        raise HogError(
+            f"cannot set oom_score_adj={adj} on {pid} ({error}); values below 0 need CAP_SYS_RESOURCE"
+        ) from error
     got = int(read_file(path))
     if got != adj:
         raise HogError(f"oom_score_adj of {pid}: wrote {adj}, reads back {got}")
@@ -72,9 +74,22 @@ def set_oom_score_adj(pid: int, adj: int) -> None:
 class HogProcess:
     """One hog or trigger process, in a cgroup of a TestHierarchy."""
 
-    def __init__(self, hierarchy: TestHierarchy, binary: str, mode: str, mib: int, cgroup: str, adj: int,
-                 step_kib: int = 1024, shmem_mib: int = 0, file_mib: int = 0, file_dir: str | None = None,
-                 extra_args: tuple[str, ...] = (), cpus: set[int] | None = None, aslr: bool = True) -> None:
+    def __init__(
+        self,
+        hierarchy: TestHierarchy,
+        binary: str,
+        mode: str,
+        mib: int,
+        cgroup: str,
+        adj: int,
+        step_kib: int = 1024,
+        shmem_mib: int = 0,
+        file_mib: int = 0,
+        file_dir: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        cpus: set[int] | None = None,
+        aslr: bool = True,
+    ) -> None:
         self.hierarchy = hierarchy
         self.mode = mode
         self.mib = mib  # anonymous MiB (hog) or cap (trigger)
@@ -85,19 +100,30 @@ class HogProcess:
         self.state = "new"
         go_r, go_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        argv = [binary, mode, str(mib), str(go_r), str(ready_w), str(step_kib), str(shmem_mib), str(file_mib),
-                file_dir or os.path.dirname(binary), *extra_args]
+        argv = [
+            binary,
+            mode,
+            str(mib),
+            str(go_r),
+            str(ready_w),
+            str(step_kib),
+            str(shmem_mib),
+            str(file_mib),
+            file_dir or os.path.dirname(binary),
+            *extra_args,
+        ]
         self.extra_pids: list[int] = []  # processes it forked (twins mode); killed with it
         preexec = None
         if cpus is not None or not aslr:
+
             def preexec() -> None:  # before exec, so every page the process ever touches is counted on one CPU
                 if cpus is not None:
                     os.sched_setaffinity(0, cpus)
                 if not aslr:  # the same layout every time, so identical hogs need identical page tables
                     _libc().personality(ADDR_NO_RANDOMIZE)
+
         try:
-            self.popen = subprocess.Popen(argv, pass_fds=(go_r, ready_w), stdin=subprocess.DEVNULL,
-                                          preexec_fn=preexec)
+            self.popen = subprocess.Popen(argv, pass_fds=(go_r, ready_w), stdin=subprocess.DEVNULL, preexec_fn=preexec)
         except BaseException:
             for fd in (go_r, go_w, ready_r, ready_w):
                 os.close(fd)
@@ -141,8 +167,10 @@ class HogProcess:
         got = self.wait_for(b"R", timeout)
         if got != b"R":
             self.popen.wait(timeout=5)
-            raise HogError(f"hog {self.pid} ({self.total_mib} MiB, adj {self.adj}) in {self.cgroup} died before "
-                           f"ready: status {self.popen.returncode}")
+            raise HogError(
+                f"hog {self.pid} ({self.total_mib} MiB, adj {self.adj}) in {self.cgroup} died before "
+                f"ready: status {self.popen.returncode}"
+            )
         self.state = "ready"
 
     # -- state -------------------------------------------------------------------------------------------
@@ -154,25 +182,17 @@ class HogProcess:
 
     def kill(self) -> None:
         for pid in self.extra_pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         for fd in (self._go_w, self._ready_r):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._go_w = self._ready_r = -1
 
     @property
@@ -184,20 +204,42 @@ class HogProcess:
         return f"<{self.mode} pid={self.pid} {self.mib}MiB{extra} adj={self.adj} in {self.cgroup}>"
 
 
-def start_hog(hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int, timeout: float = 10.0,
-              shmem_mib: int = 0, file_mib: int = 0, file_dir: str | None = None, cpus: set[int] | None = None,
-              aslr: bool = True) -> HogProcess:
+def start_hog(
+    hierarchy: TestHierarchy,
+    binary: str,
+    cgroup: str,
+    mib: int,
+    adj: int,
+    timeout: float = 10.0,
+    shmem_mib: int = 0,
+    file_mib: int = 0,
+    file_dir: str | None = None,
+    cpus: set[int] | None = None,
+    aslr: bool = True,
+) -> HogProcess:
     """Start a hog, join it to ``cgroup`` with ``adj``, let it touch ``mib`` MiB of anonymous memory (plus
     ``shmem_mib`` of memfd and ``file_mib`` of mlocked file mapping in ``file_dir``) and wait until it has."""
-    hog = HogProcess(hierarchy, binary, "hog", mib, cgroup, adj, shmem_mib=shmem_mib, file_mib=file_mib,
-                     file_dir=file_dir, cpus=cpus, aslr=aslr)
+    hog = HogProcess(
+        hierarchy,
+        binary,
+        "hog",
+        mib,
+        cgroup,
+        adj,
+        shmem_mib=shmem_mib,
+        file_mib=file_mib,
+        file_dir=file_dir,
+        cpus=cpus,
+        aslr=aslr,
+    )
     hog.join_and_go()
     hog.wait_ready(timeout)
     return hog
 
 
-def start_trigger(hierarchy: TestHierarchy, binary: str, cgroup: str, cap_mib: int, adj: int = 0,
-                  step_kib: int = 1024) -> HogProcess:
+def start_trigger(
+    hierarchy: TestHierarchy, binary: str, cgroup: str, cap_mib: int, adj: int = 0, step_kib: int = 1024
+) -> HogProcess:
     """Start a trigger that grows in ``step_kib`` steps up to ``cap_mib`` MiB (or until killed)."""
     trigger = HogProcess(hierarchy, binary, "trigger", cap_mib, cgroup, adj, step_kib)
     trigger.join_and_go()
@@ -209,8 +251,9 @@ def start_trigger(hierarchy: TestHierarchy, binary: str, cgroup: str, cap_mib: i
     return trigger
 
 
-def start_twins(hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int, cpu: int = 0,
-                timeout: float = 10.0) -> tuple[HogProcess, int, int]:
+def start_twins(
+    hierarchy: TestHierarchy, binary: str, cgroup: str, mib: int, adj: int, cpu: int = 0, timeout: float = 10.0
+) -> tuple[HogProcess, int, int]:
     """A forker in ``cgroup`` whose two children hold ``mib`` MiB each, identically (all on one CPU).
 
     The second child is forked later but gets a lower pid, so the kernel's scan order (fork order) and pid

@@ -51,7 +51,7 @@ class KmsgReader:
                 continue
             if not record:
                 break
-            head, _, text = record.decode("utf-8", "replace").partition(";")
+            _head, _, text = record.decode("utf-8", "replace").partition(";")
             lines.append(text.split("\n", 1)[0])
         self.lines.extend(lines)
         return lines
@@ -61,7 +61,7 @@ class KmsgReader:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "KmsgReader":
+    def __enter__(self) -> KmsgReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,20 +92,29 @@ def parse_kills(lines: list[str]) -> list[OomKill]:
         if header and re.match(r"\[\s*\d+\]", line):
             values = line.replace("[", " ").replace("]", " ").split()
             if len(values) >= len(header):
-                row = dict(zip(header[:-1], values[: len(header) - 1]))
-                row[header[-1]] = " ".join(values[len(header) - 1:])
+                row = dict(zip(header[:-1], values[: len(header) - 1], strict=False))
+                row[header[-1]] = " ".join(values[len(header) - 1 :])
                 table[int(row["pid"])] = row
             continue
         if line.startswith("oom-kill:"):
-            info = dict(part.split("=", 1) for part in line[len("oom-kill:"):].split(",") if "=" in part)
+            info = dict(part.split("=", 1) for part in line[len("oom-kill:") :].split(",") if "=" in part)
             continue
         match = KILLED_RE.search(line)
         if match:
-            kills.append(OomKill(
-                pid=int(match.group(1)), comm=match.group(2),
-                memcg_oom="Memory cgroup out of memory" in line or "oom_memcg" in info,
-                oom_memcg=info.get("oom_memcg"), task_memcg=info.get("task_memcg"), invoker=invoker,
-                usage_kb=usage_kb, limit_kb=limit_kb, task_table=table, text="\n".join(block)))
+            kills.append(
+                OomKill(
+                    pid=int(match.group(1)),
+                    comm=match.group(2),
+                    memcg_oom="Memory cgroup out of memory" in line or "oom_memcg" in info,
+                    oom_memcg=info.get("oom_memcg"),
+                    task_memcg=info.get("task_memcg"),
+                    invoker=invoker,
+                    usage_kb=usage_kb,
+                    limit_kb=limit_kb,
+                    task_table=table,
+                    text="\n".join(block),
+                )
+            )
             header, table, info, invoker, block = None, {}, {}, None, []
     return kills
 

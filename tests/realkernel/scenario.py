@@ -89,11 +89,16 @@ class Scenario:
         return self.domain_limit_mib - sum(self.hogs[i].mib for i in self.domain_hogs())
 
     def describe(self) -> str:
-        where = {"pod": f"pod {self.domain_pod}", "container": f"container {self.domain_container}",
-                 "kubepods": "kubepods"}[self.kind]
-        lines = [f"scenario {self.index}: {self.kind}-level OOM, domain {where} limit {self.domain_limit_mib} MiB, "
-                 f"kubepods limit {self.kubepods_limit_mib}, headroom ~{self.headroom_mib} MiB, trigger in "
-                 f"container {self.trigger_container}, expected winner hog {self.expected_winner}"]
+        where = {
+            "pod": f"pod {self.domain_pod}",
+            "container": f"container {self.domain_container}",
+            "kubepods": "kubepods",
+        }[self.kind]
+        lines = [
+            f"scenario {self.index}: {self.kind}-level OOM, domain {where} limit {self.domain_limit_mib} MiB, "
+            f"kubepods limit {self.kubepods_limit_mib}, headroom ~{self.headroom_mib} MiB, trigger in "
+            f"container {self.trigger_container}, expected winner hog {self.expected_winner}"
+        ]
         for i, pod in enumerate(self.pods):
             lines.append(f"  pod {i}: {pod.qos}, limit {pod.limit_mib} MiB")
         for i, spec in enumerate(self.containers):
@@ -213,8 +218,7 @@ def _container_scenario(rng: random.Random, index: int) -> Scenario:
     pod_limit = None
     if qos == "guaranteed" or rng.random() < 0.5:
         pod_limit = int(limit + _usage_mib([h for h in hogs if h.container != 0]) + rng.randint(48, 160))
-    return Scenario(index, "container", None, [PodSpec(qos, pod_limit)], containers, hogs, limit, None, 0, 0,
-                    headroom)
+    return Scenario(index, "container", None, [PodSpec(qos, pod_limit)], containers, hogs, limit, None, 0, 0, headroom)
 
 
 def _pod_scenario(rng: random.Random, index: int) -> Scenario:
@@ -230,8 +234,10 @@ def _pod_scenario(rng: random.Random, index: int) -> Scenario:
         for _ in range(per_container[c]):
             hogs.append(_hog(rng, c, sizes[len(hogs)], _random_adj(rng)))
     trigger_cap = trigger_cap_mib(limit - sum(sizes))
-    containers = [ContainerSpec(0, _own_limit(rng, [h for h in hogs if h.container == c], trigger_cap, limit, 0.5),
-                                True) for c in range(k)]
+    containers = [
+        ContainerSpec(0, _own_limit(rng, [h for h in hogs if h.container == c], trigger_cap, limit, 0.5), True)
+        for c in range(k)
+    ]
     pods = [PodSpec(rng.choice(QOS_CHOICES), limit)]
     return Scenario(index, "pod", None, pods, containers, hogs, limit, 0, None, rng.randrange(k), headroom)
 
@@ -252,9 +258,12 @@ def _kubepods_scenario(rng: random.Random, index: int) -> Scenario:
         for _ in range(per_container[c]):
             hogs.append(_hog(rng, c, sizes[len(hogs)], _random_adj(rng)))
     trigger_cap = trigger_cap_mib(limit - sum(sizes))
-    containers = [ContainerSpec(container_pods[c],
-                                _own_limit(rng, [h for h in hogs if h.container == c], trigger_cap, limit, 0.4), True)
-                  for c in range(k)]
+    containers = [
+        ContainerSpec(
+            container_pods[c], _own_limit(rng, [h for h in hogs if h.container == c], trigger_cap, limit, 0.4), True
+        )
+        for c in range(k)
+    ]
     pods = []
     for p in range(pod_count):
         held = [h for h in hogs if containers[h.container].pod == p]
@@ -280,10 +289,10 @@ def generate(seed: int, count: int) -> list[Scenario]:
             raise AssertionError(f"no decisive {kind} scenario found for index {index} (seed {seed})")
         winner = scenario.expected_winner
         others = [scenario.estimated_points[i] for i in scenario.domain_hogs() if i != winner]
-        lead = scenario.estimated_points[winner] - max(others + [scenario.trigger_bound_points])
+        lead = scenario.estimated_points[winner] - max([*others, scenario.trigger_bound_points])
         assert lead >= MARGIN_PAGES, f"generator produced an undecided scenario:\n{scenario.describe()}"
         assert all(h.mib >= MIN_HOG_MIB and h.anon_mib >= 0 for h in scenario.hogs)
-        assert 0 <= min(h.adj for h in scenario.hogs) and max(h.adj for h in scenario.hogs) <= 1000
+        assert min(h.adj for h in scenario.hogs) >= 0 and max(h.adj for h in scenario.hogs) <= 1000
         domain_usage = _usage_mib([scenario.hogs[i] for i in scenario.domain_hogs()])
         assert domain_usage + scenario.headroom_mib <= scenario.domain_limit_mib, scenario.describe()
         assert scenario.containers[scenario.trigger_container].in_domain

@@ -20,6 +20,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -47,8 +48,10 @@ def required() -> bool:
 
 def switched_off() -> str | None:
     if os.environ.get(SWITCH_ENV, "") == "0":
-        return (f"{SWITCH_ENV}=0: the cgroup v2 kernel tier is turned off for this run "
-                f"(unset {SWITCH_ENV} to boot the VM and run it)")
+        return (
+            f"{SWITCH_ENV}=0: the cgroup v2 kernel tier is turned off for this run "
+            f"(unset {SWITCH_ENV} to boot the VM and run it)"
+        )
     return None
 
 
@@ -79,8 +82,21 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 def guest_pytest_argv(args: list[str]) -> list[str]:
     """The guest's pytest: its own ini and rootdir, so the host's tests/ conftest and pyproject stay out."""
     rel = os.path.relpath(GUEST_DIR, ROOT)
-    return [sys.executable, "-m", "pytest", "-c", f"{rel}/pytest.ini", "--rootdir", rel, "--confcutdir", rel,
-            "-p", "no:cacheprovider", "--color=no", *args]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        f"{rel}/pytest.ini",
+        "--rootdir",
+        rel,
+        "--confcutdir",
+        rel,
+        "-p",
+        "no:cacheprovider",
+        "--color=no",
+        *args,
+    ]
 
 
 def collect_guest_ids(seed: int, rounds: int) -> tuple[list[str], str | None]:
@@ -95,8 +111,10 @@ def collect_guest_ids(seed: int, rounds: int) -> tuple[list[str], str | None]:
         return [], f"collecting the guest tests failed: {error}"
     ids = [line.strip() for line in done.stdout.splitlines() if "::" in line and not line.startswith(" ")]
     if done.returncode != 0 or not ids:
-        return ids, (f"collecting the guest tests ({' '.join(argv)}) exited {done.returncode}:\n"
-                     f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        return ids, (
+            f"collecting the guest tests ({' '.join(argv)}) exited {done.returncode}:\n"
+            f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     return ids, None
 
 
@@ -104,8 +122,9 @@ def prepare(timeout: float = 1200) -> tuple[bool, str]:
     """Install qemu and friends, fetch the kernel, build the initrd: (ready, message).  Not ready with a message
     starting "cannot run:" means the machine cannot have them (a skip); anything else is a failure."""
     try:
-        done = subprocess.run([str(VM_SH), "--prepare"], capture_output=True, text=True, timeout=timeout,
-                              check=False, env=_clean_env({}))
+        done = subprocess.run(
+            [str(VM_SH), "--prepare"], capture_output=True, text=True, timeout=timeout, check=False, env=_clean_env({})
+        )
     except subprocess.TimeoutExpired:
         return False, f"vm.sh --prepare did not finish within {timeout:.0f} s"
     except OSError as error:
@@ -219,26 +238,45 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
     started = workdir / "started"
     rel = os.path.relpath(GUEST_DIR, ROOT)
     targets = [f"{rel}/{nodeid}" for nodeid in selected] if selected else [rel]
-    script = "\n".join([
-        "cat /proc/uptime > " + shlex.quote(str(started)),
-        "cd " + shlex.quote(str(ROOT)),
-        "exec " + shlex.join(guest_pytest_argv(["-q", *targets])),
-        "",
-    ])
+    script = "\n".join(
+        [
+            "cat /proc/uptime > " + shlex.quote(str(started)),
+            "cd " + shlex.quote(str(ROOT)),
+            "exec " + shlex.join(guest_pytest_argv(["-q", *targets])),
+            "",
+        ]
+    )
     (workdir / "guest.sh").write_text(script)
     timeout = float(os.environ.get("OOMTOP_V2VM_TIMEOUT") or 480)
-    env = _clean_env({
-        "OOMTOP_V2_GUEST": "1", "OOMTOP_V2_HOG": str(hog), "OOMTOP_V2_REPORT": str(report),
-        "OOMTOP_V2_SEED": str(seed), "OOMTOP_V2_ROUNDS": str(rounds), "V2VM_TIMEOUT": str(int(timeout)),
-    })
-    argv = [str(VM_SH), "--mem", os.environ.get("OOMTOP_V2VM_MEM") or "2048",
-            "--cpus", os.environ.get("OOMTOP_V2VM_CPUS") or "2", "--", "bash", str(workdir / "guest.sh")]
-    log(f"v2 tier: booting Debian's kernel under qemu (seed {seed}, {len(selected) if selected else 'all'} guest "
-        f"tests; console: {run.console})")
+    env = _clean_env(
+        {
+            "OOMTOP_V2_GUEST": "1",
+            "OOMTOP_V2_HOG": str(hog),
+            "OOMTOP_V2_REPORT": str(report),
+            "OOMTOP_V2_SEED": str(seed),
+            "OOMTOP_V2_ROUNDS": str(rounds),
+            "V2VM_TIMEOUT": str(int(timeout)),
+        }
+    )
+    argv = [
+        str(VM_SH),
+        "--mem",
+        os.environ.get("OOMTOP_V2VM_MEM") or "2048",
+        "--cpus",
+        os.environ.get("OOMTOP_V2VM_CPUS") or "2",
+        "--",
+        "bash",
+        str(workdir / "guest.sh"),
+    ]
+    log(
+        f"v2 tier: booting Debian's kernel under qemu (seed {seed}, {len(selected) if selected else 'all'} guest "
+        f"tests; console: {run.console})"
+    )
     t0 = time.monotonic()
     with open(run.console, "wb") as console:
-        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=console,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
+        )
         try:
             while True:
                 try:
@@ -258,10 +296,8 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
             proc.wait()
             raise
     run.wall_s = time.monotonic() - t0
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         run.guest_uptime_at_start_s = float(started.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
     try:
         run.report = json.loads(report.read_text())
     except FileNotFoundError:

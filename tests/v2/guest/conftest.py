@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from v2lib import CGROUP_ROOT, HOG  # noqa: E402
+from v2lib import CGROUP_ROOT, HOG
 
 IN_GUEST = os.environ.get("OOMTOP_V2_GUEST") == "1"
 REPORT = os.environ.get("OOMTOP_V2_REPORT")
@@ -38,8 +38,14 @@ def _uptime() -> float | None:
 def _write_report(final: bool = False, exitstatus: int | None = None) -> None:
     if not REPORT:
         return
-    doc = dict(_session, tests=list(_results.values()), final=final, exitstatus=exitstatus,
-               finished_uptime_s=_uptime(), kernel=os.uname().release)
+    doc = dict(
+        _session,
+        tests=list(_results.values()),
+        final=final,
+        exitstatus=exitstatus,
+        finished_uptime_s=_uptime(),
+        kernel=os.uname().release,
+    )
     tmp = REPORT + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(doc, handle, indent=1, default=str)
@@ -56,8 +62,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    entry = _results.setdefault(report.nodeid, {"nodeid": report.nodeid, "outcome": "passed", "message": "",
-                                                "duration_s": 0.0, "properties": {}, "stdout": ""})
+    entry = _results.setdefault(
+        report.nodeid,
+        {
+            "nodeid": report.nodeid,
+            "outcome": "passed",
+            "message": "",
+            "duration_s": 0.0,
+            "properties": {},
+            "stdout": "",
+        },
+    )
     entry["duration_s"] += report.duration
     wasxfail = getattr(report, "wasxfail", None)
     if report.failed:

@@ -9,6 +9,7 @@ readers, so a test can tell an oomtop bug from a badly designed scenario.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -47,8 +48,11 @@ class Seen:
 
     def paths(self) -> list[str]:
         e = self.event
-        return [p for p in (e.get(k) for k in ("oom_cgroup", "task_cgroup", "detected_in", "oom_group_path"))
-                if isinstance(p, str)]
+        return [
+            p
+            for p in (e.get(k) for k in ("oom_cgroup", "task_cgroup", "detected_in", "oom_group_path"))
+            if isinstance(p, str)
+        ]
 
     @property
     def victim_pid(self) -> int | None:
@@ -62,17 +66,22 @@ class Seen:
         """Concerns the cgroup ``under`` (a path at or below it) or one of ``pids``; never history."""
         if self.event.get("historical"):
             return False
-        return (self.victim_pid in pids or any(k in pids for k in self.killed_pids)
-                or any(p == under or p.startswith(under + "/") for p in self.paths()))
+        return (
+            self.victim_pid in pids
+            or any(k in pids for k in self.killed_pids)
+            or any(p == under or p.startswith(under + "/") for p in self.paths())
+        )
 
     def brief(self) -> str:
         e = self.event
         pod, ctr = e.get("pod") or {}, e.get("container") or {}
-        return (f"[read {self.t:.3f}] victim={self.victim_pid} killed={self.killed_pids} kind={e.get('kind')} "
-                f"oom_cgroup={e.get('oom_cgroup')} task_cgroup={e.get('task_cgroup')} "
-                f"detected_in={e.get('detected_in')} group={e.get('oom_group_path')} count={e.get('count')} "
-                f"pod={pod.get('uid')}/{pod.get('name')}/{pod.get('qos')} container={(ctr.get('id') or '')[:12]}/"
-                f"{ctr.get('name')} source={e.get('source')} kernel_time_s={e.get('kernel_time_s')}")
+        return (
+            f"[read {self.t:.3f}] victim={self.victim_pid} killed={self.killed_pids} kind={e.get('kind')} "
+            f"oom_cgroup={e.get('oom_cgroup')} task_cgroup={e.get('task_cgroup')} "
+            f"detected_in={e.get('detected_in')} group={e.get('oom_group_path')} count={e.get('count')} "
+            f"pod={pod.get('uid')}/{pod.get('name')}/{pod.get('qos')} container={(ctr.get('id') or '')[:12]}/"
+            f"{ctr.get('name')} source={e.get('source')} kernel_time_s={e.get('kernel_time_s')}"
+        )
 
 
 class EventsProcess:
@@ -85,10 +94,13 @@ class EventsProcess:
         self.stderr: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self._threads = [threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-                         for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -146,10 +158,8 @@ class EventsProcess:
         except OSError:
             return found
         for name in names:
-            try:
+            with contextlib.suppress(OSError):
                 found[name] = os.readlink(os.path.join(base, name))
-            except OSError:
-                pass
         return found
 
     def modify_watches(self) -> set[int]:
@@ -186,7 +196,9 @@ class EventsProcess:
                 raise HarnessError(f"{' '.join(self.argv)} exited with {self.proc.returncode}:\n{self.stderr_text()}")
             watched = self.modify_watches()
             files = set(self._fds().values())
-            missing = [f"{rel} (wake-up)" for rel in cgroups if os.stat(fs(rel) + "/memory.events").st_ino not in watched]
+            missing = [
+                f"{rel} (wake-up)" for rel in cgroups if os.stat(fs(rel) + "/memory.events").st_ino not in watched
+            ]
             missing += [f"{rel} (sampled)" for rel in cgroups if fs(rel) + "/memory.events.local" not in files]
             if want_kmsg and "/dev/kmsg" not in files:
                 missing.append("/dev/kmsg")
@@ -194,8 +206,9 @@ class EventsProcess:
                 time.sleep(margin_s)
                 return time.monotonic() - t0
             time.sleep(0.02)
-        raise HarnessError(f"{' '.join(self.argv)}: not ready within {timeout}s: {missing}\n"
-                           f"stderr:\n{self.stderr_text()}")
+        raise HarnessError(
+            f"{' '.join(self.argv)}: not ready within {timeout}s: {missing}\nstderr:\n{self.stderr_text()}"
+        )
 
     # -- control ---------------------------------------------------------------------------------------
     def _states(self) -> list[str]:
@@ -227,15 +240,11 @@ class EventsProcess:
     def stop(self) -> int | None:
         """SIGKILL (after SIGCONT, in case it is frozen): nothing of it needs to be flushed any more."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
             self.proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
         for thread in self._threads:
             thread.join(5)
         return self.proc.returncode
@@ -244,10 +253,13 @@ class EventsProcess:
         events, bad = self.seen()
         ours = [s.brief() for s in events if s.about(under, pids)]
         others = [s.brief() for s in events if not s.about(under, pids) and not s.event.get("historical")]
-        return (f"{' '.join(self.flags) or '(default flags)'}: {len(ours)} event(s) about {under}:\n    "
-                + "\n    ".join(ours or ["(none)"]) + (f"\n  non-JSON stdout: {bad}" if bad else "")
-                + ("\n  its other events so far:\n    " + "\n    ".join(others[-6:]) if others else "")
-                + f"\n  stderr: {self.stderr_text()[-1500:]!r}")
+        return (
+            f"{' '.join(self.flags) or '(default flags)'}: {len(ours)} event(s) about {under}:\n    "
+            + "\n    ".join(ours or ["(none)"])
+            + (f"\n  non-JSON stdout: {bad}" if bad else "")
+            + ("\n  its other events so far:\n    " + "\n    ".join(others[-6:]) if others else "")
+            + f"\n  stderr: {self.stderr_text()[-1500:]!r}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ the kernel log
@@ -281,8 +293,9 @@ class KmsgTail:
             head, _, text = raw.partition(b";")
             parts = head.split(b",")
             if len(parts) >= 3:
-                self.records.append(Record(int(parts[1]), int(parts[2]),
-                                           text.split(b"\n", 1)[0].decode("utf-8", "replace")))
+                self.records.append(
+                    Record(int(parts[1]), int(parts[2]), text.split(b"\n", 1)[0].decode("utf-8", "replace"))
+                )
         return self.records
 
     def lines(self) -> list[str]:
@@ -393,9 +406,12 @@ class DrivenWatcher:
 
         config = CollectorConfig()
         self.collector = Collector(config)
-        self.watcher = OomWatcher(discover_hierarchy(config.cgroup_root, config.procfs_root),
-                                  "/dev/kmsg" if kmsg else None, NodeNames.load(config.host_root),
-                                  procfs_root=config.procfs_root)
+        self.watcher = OomWatcher(
+            discover_hierarchy(config.cgroup_root, config.procfs_root),
+            "/dev/kmsg" if kmsg else None,
+            NodeNames.load(config.host_root),
+            procfs_root=config.procfs_root,
+        )
         self.events: list = []  # every OomEvent, in order
 
     def poll(self) -> list:
@@ -436,6 +452,8 @@ class DrivenWatcher:
 
 def event_brief(event) -> str:  # type: ignore[no-untyped-def]
     pod, ctr = event.pod, event.container
-    return (f"victim={event.victim.pid} killed={[k.pid for k in event.killed]} task_cgroup={event.task_cgroup} "
-            f"detected_in={event.detected_in} count={event.count} source={event.source} "
-            f"pod={pod and pod.uid} container={ctr and ctr.id[:12]}")
+    return (
+        f"victim={event.victim.pid} killed={[k.pid for k in event.killed]} task_cgroup={event.task_cgroup} "
+        f"detected_in={event.detected_in} count={event.count} source={event.source} "
+        f"pod={pod and pod.uid} container={ctr and ctr.id[:12]}"
+    )

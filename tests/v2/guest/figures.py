@@ -100,18 +100,29 @@ def sample_problems(sample, before: dict[str, Snap], after: dict[str, Snap], slo
         if slow:
             out.append(_between("peak_bytes (memory.peak)", cg.peak_bytes, b.peak, a.peak))
         elif cg.peak_bytes is None or a.peak is None or not cg.usage_bytes - USAGE_DRIFT <= cg.peak_bytes <= a.peak:
-            out.append(f"peak_bytes {cg.peak_bytes} outside [usage {cg.usage_bytes}, memory.peak {a.peak}] "
-                       "on a fast tick")
+            out.append(
+                f"peak_bytes {cg.peak_bytes} outside [usage {cg.usage_bytes}, memory.peak {a.peak}] on a fast tick"
+            )
         out.append(_between("failcnt (memory.events max)", cg.failcnt, b.events.get("max"), a.events.get("max")))
         out.append(_between("oom_events (memory.events oom)", cg.oom_events, b.events.get("oom"), a.events.get("oom")))
-        out.append(_between("oom_kills (memory.events oom_kill)", cg.oom_kills, b.events.get("oom_kill"),
-                            a.events.get("oom_kill")))
+        out.append(
+            _between(
+                "oom_kills (memory.events oom_kill)", cg.oom_kills, b.events.get("oom_kill"), a.events.get("oom_kill")
+            )
+        )
         if sorted(cg.pids) != a.procs or a.procs != b.procs:
             out.append(f"pids {sorted(cg.pids)}, cgroup.procs {b.procs} before / {a.procs} after")
-        for field_, key in (("anon_bytes", "anon"), ("file_bytes", "file"), ("inactive_file_bytes", "inactive_file"),
-                            ("shmem_bytes", "shmem")):
-            out.append(_between(f"{field_} (memory.stat {key})", getattr(cg, field_), b.stat.get(key),
-                                a.stat.get(key), STAT_DRIFT))
+        for field_, key in (
+            ("anon_bytes", "anon"),
+            ("file_bytes", "file"),
+            ("inactive_file_bytes", "inactive_file"),
+            ("shmem_bytes", "shmem"),
+        ):
+            out.append(
+                _between(
+                    f"{field_} (memory.stat {key})", getattr(cg, field_), b.stat.get(key), a.stat.get(key), STAT_DRIFT
+                )
+            )
         if slow:
             if cg.limit_bytes != a.max or b.max != a.max:
                 out.append(f"limit_bytes {cg.limit_bytes}, memory.max reads {a.max}")
@@ -119,8 +130,14 @@ def sample_problems(sample, before: dict[str, Snap], after: dict[str, Snap], slo
                 out.append(f"high_bytes {cg.high_bytes}, memory.high reads {a.high}")
             if cg.oom_group is not bool(a.oom_group) or b.oom_group != a.oom_group:
                 out.append(f"oom_group {cg.oom_group}, memory.oom.group reads {a.oom_group}")
-            out.append(_between("oom_kills_local (memory.events.local oom_kill)", cg.oom_kills_local,
-                                b.events_local.get("oom_kill"), a.events_local.get("oom_kill")))
+            out.append(
+                _between(
+                    "oom_kills_local (memory.events.local oom_kill)",
+                    cg.oom_kills_local,
+                    b.events_local.get("oom_kill"),
+                    a.events_local.get("oom_kill"),
+                )
+            )
             out.append(_between("swap_bytes (memory.swap.current)", cg.swap_bytes, b.swap_current, a.swap_current))
             if cg.swap_limit_bytes != a.swap_max:
                 out.append(f"swap_limit_bytes {cg.swap_limit_bytes}, memory.swap.max reads {a.swap_max}")
@@ -146,8 +163,10 @@ def _pressure_problems(got, before: dict[str, dict[str, float]], after: dict[str
         for window in ("avg10", "avg60", "avg300"):
             value = getattr(got, f"{kind}_{window}")
             if value not in (before[kind][window], after[kind][window]):
-                problems.append(f"pressure.{kind}_{window} {value}, memory.pressure {before[kind][window]} "
-                                f"before / {after[kind][window]} after")
+                problems.append(
+                    f"pressure.{kind}_{window} {value}, memory.pressure {before[kind][window]} "
+                    f"before / {after[kind][window]} after"
+                )
     return problems
 
 
@@ -157,4 +176,3 @@ def sample_against_kernel(collector, paths: list[str]):  # type: ignore[no-untyp
     sample = collector.sample()
     after = snaps(paths)
     return sample, sample_problems(sample, before, after, collector.stats.slow)
-

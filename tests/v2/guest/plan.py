@@ -108,18 +108,23 @@ class Round:
         return self.domain_limit_mib - used - self.domain_procs() * PROC_USAGE_MIB
 
     def describe(self) -> str:
-        lines = [f"{round_id(self.index)} (seed {self.seed}): domain limit {self.domain_limit_mib} MiB, totalpages "
-                 f"{self.totalpages} (adj weight {self.totalpages // 1000} pages/point), est. headroom "
-                 f"{self.headroom_mib():.1f} MiB, trigger in ctr {self.trigger_ctr}, expected winner ctr "
-                 f"{self.winner[0]} hog {self.winner[1]} by {self.lead} pages"]
+        lines = [
+            f"{round_id(self.index)} (seed {self.seed}): domain limit {self.domain_limit_mib} MiB, totalpages "
+            f"{self.totalpages} (adj weight {self.totalpages // 1000} pages/point), est. headroom "
+            f"{self.headroom_mib():.1f} MiB, trigger in ctr {self.trigger_ctr}, expected winner ctr "
+            f"{self.winner[0]} hog {self.winner[1]} by {self.lead} pages"
+        ]
         for p, pod in enumerate(self.pods):
             lines.append(f"  pod {p}: {pod.qos}, limit {pod.limit_mib}, oom.group {int(pod.oom_group)}")
         for c, ctr in enumerate(self.ctrs):
-            hogs = ", ".join(f"{mib} MiB adj {adj} (est {self.estimate.get((c, h))})"
-                             for h, (mib, adj) in enumerate(ctr.hogs))
-            lines.append(f"  ctr {c} {ctr.name} (pod {ctr.pod}, adj {ctr.adj}, request {ctr.request_mib}, limit "
-                         f"{ctr.limit_mib}, oom.group {int(ctr.oom_group)}{', in domain' if self.in_domain(c) else ''})"
-                         f": {hogs}")
+            hogs = ", ".join(
+                f"{mib} MiB adj {adj} (est {self.estimate.get((c, h))})" for h, (mib, adj) in enumerate(ctr.hogs)
+            )
+            lines.append(
+                f"  ctr {c} {ctr.name} (pod {ctr.pod}, adj {ctr.adj}, request {ctr.request_mib}, limit "
+                f"{ctr.limit_mib}, oom.group {int(ctr.oom_group)}{', in domain' if self.in_domain(c) else ''})"
+                f": {hogs}"
+            )
         return "\n".join(lines)
 
 
@@ -172,7 +177,7 @@ def _fill(rng: random.Random, rnd: Round, hosts: list[int], headroom: int) -> No
     """Hogs for the containers in ``hosts`` (one per entry) using the domain's budget minus ``headroom``."""
     procs = len(hosts) + (0 if rnd.kind == "container" else len({rnd.ctrs[c].pod for c in hosts}))
     budget = int(rnd.domain_limit_mib - headroom - procs * PROC_USAGE_MIB - 1)
-    for c, mib in zip(hosts, _partition(rng, budget, len(hosts), MIN_HOG_MIB)):
+    for c, mib in zip(hosts, _partition(rng, budget, len(hosts), MIN_HOG_MIB), strict=False):
         rnd.ctrs[c].hogs.append([mib, _maybe_raise(rng, rnd.ctrs[c].adj)])
 
 
@@ -252,8 +257,11 @@ def _kubepods_round(rng: random.Random, rnd: Round, capacity: int) -> None:
 
 def _decide(rnd: Round) -> bool:
     totalpages = rnd.totalpages
-    rnd.estimate = {(c, h): estimate_points(rnd.ctrs[c].hogs[h][0], rnd.ctrs[c].hogs[h][1], totalpages)
-                    for c, h in rnd.domain_hogs() if rnd.ctrs[c].hogs[h][1] != -1000}
+    rnd.estimate = {
+        (c, h): estimate_points(rnd.ctrs[c].hogs[h][0], rnd.ctrs[c].hogs[h][1], totalpages)
+        for c, h in rnd.domain_hogs()
+        if rnd.ctrs[c].hogs[h][1] != -1000
+    }
     ranked = sorted(rnd.estimate, key=lambda key: rnd.estimate[key], reverse=True)
     rnd.winner = ranked[0]
     bound = trigger_bound_points(trigger_cap_mib(rnd.headroom_mib()), rnd.ctrs[rnd.trigger_ctr].adj, totalpages)

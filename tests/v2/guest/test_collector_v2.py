@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from figures import sample_against_kernel, snaps
 from v2lib import (
     BESTEFFORT_ADJ,
@@ -44,21 +43,34 @@ def _build(tree: KubeTree):  # type: ignore[no-untyped-def]
     g1 = tree.add_container(g, GUARANTEED_ADJ, limit=96 * MIB, oom_group=True, name="postgres")
     b = tree.add_pod("burstable", high=200 * MIB, name="web")  # no pod limit: b1 has none of its own
     b_sandbox, b_pause = tree.add_sandbox(b)
-    b1 = tree.add_container(b, kubelet_adj("burstable", REQUESTS_MIB["nginx"] * MIB, capacity), high=64 * MIB,
-                            name="nginx")
-    b2 = tree.add_container(b, kubelet_adj("burstable", REQUESTS_MIB["sidecar"] * MIB, capacity), limit=40 * MIB,
-                            name="sidecar")
+    b1 = tree.add_container(
+        b, kubelet_adj("burstable", REQUESTS_MIB["nginx"] * MIB, capacity), high=64 * MIB, name="nginx"
+    )
+    b2 = tree.add_container(
+        b, kubelet_adj("burstable", REQUESTS_MIB["sidecar"] * MIB, capacity), limit=40 * MIB, name="sidecar"
+    )
     e = tree.add_pod("besteffort", name="batch")
     e_sandbox, e_pause = tree.add_sandbox(e)
     e1 = tree.add_container(e, BESTEFFORT_ADJ, name="job")
     procs = {
-        "g_pause": g_pause, "b_pause": b_pause, "e_pause": e_pause,
-        "g1a": tree.start(g1, 16, name="postgres"), "g1b": tree.start(g1, 8, name="pg-writer"),
-        "b1": tree.start(b1, 12, name="nginx"), "b2": tree.start(b2, 8, name="envoy"),
+        "g_pause": g_pause,
+        "b_pause": b_pause,
+        "e_pause": e_pause,
+        "g1a": tree.start(g1, 16, name="postgres"),
+        "g1b": tree.start(g1, 8, name="pg-writer"),
+        "b1": tree.start(b1, 12, name="nginx"),
+        "b2": tree.start(b2, 8, name="envoy"),
         "e1": tree.start(e1, 8, name="job"),
     }
-    leaves = {"g_sandbox": g_sandbox, "g1": g1, "b_sandbox": b_sandbox, "b1": b1, "b2": b2,
-              "e_sandbox": e_sandbox, "e1": e1}
+    leaves = {
+        "g_sandbox": g_sandbox,
+        "g1": g1,
+        "b_sandbox": b_sandbox,
+        "b1": b1,
+        "b2": b2,
+        "e_sandbox": e_sandbox,
+        "e1": e1,
+    }
     return leaves, procs
 
 
@@ -85,11 +97,13 @@ def _task_problems(sample, procs) -> list[str]:  # type: ignore[no-untyped-def]
             problems.append(f"{label}: oom_score_adj {task.oom_score_adj}, /proc says {kernel.oom_score_adj}")
         if task.oom_score != kernel.oom_score:
             problems.append(f"{label}: oom_score {task.oom_score}, /proc/{proc.pid}/oom_score {kernel.oom_score}")
-        for name, got, want_kb in (("rss_anon_bytes", task.rss_anon_bytes, kernel.rss_anon_kb),
-                                   ("rss_file_bytes", task.rss_file_bytes, kernel.rss_file_kb),
-                                   ("rss_shmem_bytes", task.rss_shmem_bytes, kernel.rss_shmem_kb),
-                                   ("pgtables_bytes", task.pgtables_bytes, kernel.pte_kb),
-                                   ("swap_bytes", task.swap_bytes, kernel.swap_kb)):
+        for name, got, want_kb in (
+            ("rss_anon_bytes", task.rss_anon_bytes, kernel.rss_anon_kb),
+            ("rss_file_bytes", task.rss_file_bytes, kernel.rss_file_kb),
+            ("rss_shmem_bytes", task.rss_shmem_bytes, kernel.rss_shmem_kb),
+            ("pgtables_bytes", task.pgtables_bytes, kernel.pte_kb),
+            ("swap_bytes", task.swap_bytes, kernel.swap_kb),
+        ):
             if abs(got - want_kb * 1024) > 256 * 1024:
                 problems.append(f"{label}: {name} {got}, /proc/{proc.pid}/status {want_kb} kB")
         # 6.1 still caches rss deltas per task (SPLIT_RSS_COUNTING, up to 64 events): allow that lag.
@@ -97,8 +111,10 @@ def _task_problems(sample, procs) -> list[str]:  # type: ignore[no-untyped-def]
             problems.append(f"{label}: rss_anon_bytes {task.rss_anon_bytes} below the {proc.mib} MiB it touched")
         computed = proc_oom_score(badness_points(task, totalpages, sample.node.page_size), totalpages)
         if computed != kernel.oom_score:  # exact: C division truncates toward zero for the negative adj values
-            problems.append(f"{label}: proc_oom_score(badness_points()) = {computed}, kernel's oom_score "
-                            f"{kernel.oom_score} (global totalpages {totalpages})")
+            problems.append(
+                f"{label}: proc_oom_score(badness_points()) = {computed}, kernel's oom_score "
+                f"{kernel.oom_score} (global totalpages {totalpages})"
+            )
     return problems
 
 
@@ -134,8 +150,12 @@ def _identity_problems(sample, tree: KubeTree) -> list[str]:  # type: ignore[no-
         check(rel, "qos", ident.qos, qos_of[leaf.pod.qos])
         check(rel, "pod.uid", ident.pod and ident.pod.uid, leaf.pod.uid)
         check(rel, "container.id", ident.container and ident.container.id, leaf.cid)
-        check(rel, "container.runtime", ident.container and ident.container.runtime,
-              "containerd" if tree.naming == "systemd" else None)
+        check(
+            rel,
+            "container.runtime",
+            ident.container and ident.container.runtime,
+            "containerd" if tree.naming == "systemd" else None,
+        )
         check(rel, "container.is_sandbox", ident.container and ident.container.is_sandbox, bool(sandbox_known))
         if tree.bundles and not leaf.sandbox:
             check(rel, "container.name", ident.container and ident.container.name, leaf.name)
@@ -157,8 +177,9 @@ def _node_problems(sample) -> list[str]:  # type: ignore[no-untyped-def]
 def _json_problems(tree: KubeTree, procs) -> list[str]:  # type: ignore[no-untyped-def]
     """`python -m oomtop --once --json`: node, every container's oom_score_adj (expected by kubelet's policy,
     actual, implied request range) and every task's adj, as the kernel has them."""
-    done = subprocess.run([sys.executable, "-m", "oomtop", "--once", "--json"], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "oomtop", "--once", "--json"], capture_output=True, text=True, timeout=120, check=False
+    )
     if done.returncode != 0:
         return [f"exit status {done.returncode}: {done.stderr[-2000:]}"]
     doc = json.loads(done.stdout)
@@ -182,8 +203,10 @@ def _json_problems(tree: KubeTree, procs) -> list[str]:  # type: ignore[no-untyp
             request = REQUESTS_MIB[leaf.name] * MIB
             implied = adj.get("implied_request_bytes")
             if not implied or not implied[0] <= request <= implied[1]:
-                problems.append(f"{rel} ({leaf.name}): implied_request_bytes {implied} does not hold its request "
-                                f"{request} (adj {leaf.adj} = kubelet_adj(burstable, {request}, {capacity}))")
+                problems.append(
+                    f"{rel} ({leaf.name}): implied_request_bytes {implied} does not hold its request "
+                    f"{request} (adj {leaf.adj} = kubelet_adj(burstable, {request}, {capacity}))"
+                )
     tasks = {t["pid"]: t for t in doc["tasks"]}
     for proc in procs.values():
         if proc.alive() and (proc.pid not in tasks or tasks[proc.pid]["oom_score_adj"] != proc.adj):
@@ -281,7 +304,7 @@ def test_fast_tick_oom_counters() -> None:
         tree.start(leaf, 4, name="small")
         collector = Collector(CollectorConfig(slow_interval_s=3600))  # only the first sample is a slow one
         try:
-            first, found = sample_against_kernel(collector, tree.created)
+            _first, found = sample_against_kernel(collector, tree.created)
             assert not found, "\n".join(found)
             _oom_in(tree, leaf, 32)
             sample, found = sample_against_kernel(collector, tree.created)
@@ -293,6 +316,7 @@ def test_fast_tick_oom_counters() -> None:
             assert (got.oom_kills, got.oom_kills_local) == (kernel_hier, kernel_local), (
                 f"{leaf.path} after an OOM kill, on a fast tick: oom_kills {got.oom_kills} / oom_kills_local "
                 f"{got.oom_kills_local}; the kernel's memory.events oom_kill {kernel_hier} / memory.events.local "
-                f"oom_kill {kernel_local}")
+                f"oom_kill {kernel_local}"
+            )
         finally:
             collector.close()

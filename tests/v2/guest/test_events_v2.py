@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-
 from evlib import (
     DrivenWatcher,
     EventsProcess,
@@ -148,18 +147,28 @@ def test_inotify_wakeup_on_kill(record_property) -> None:  # type: ignore[no-unt
         finally:
             wakeups.close()
         clock = measure_kmsg_clock()
-        context = (f"woke (first) {first_wake}\nwoke with oom_kill {woke}\nkilled {sorted(killed)}\n"
-                   f"victim {victim.pid} status {status}\n{_kernel_log(tail)}")
+        context = (
+            f"woke (first) {first_wake}\nwoke with oom_kill {woke}\nkilled {sorted(killed)}\n"
+            f"victim {victim.pid} status {status}\n{_kernel_log(tail)}"
+        )
         first = min(killed, key=lambda pid: killed[pid][0].seq) if killed else None
         assert status == -9 and first == victim.pid, f"the kernel's first kill is not the victim:\n{context}"
         kill_t = clock.monotonic(killed[victim.pid][0].usec)
         latency_ms = (woke[victim_leaf.path] - kill_t) * 1000 if victim_leaf.path in woke else None
-        record_property("wakeup", {"latency_ms": None if latency_ms is None else round(latency_ms, 1),
-                                   "clock_uncertainty_ms": round(clock.uncertainty_s * 1000, 2),
-                                   "woke": sorted(first_wake), "kernel_kills": len(killed)})
+        record_property(
+            "wakeup",
+            {
+                "latency_ms": None if latency_ms is None else round(latency_ms, 1),
+                "clock_uncertainty_ms": round(clock.uncertainty_s * 1000, 2),
+                "woke": sorted(first_wake),
+                "kernel_kills": len(killed),
+            },
+        )
         assert victim_leaf.path in woke, f"no wake-up for the victim's container {victim_leaf.path}:\n{context}"
         assert pod.path in first_wake, f"no wake-up for the pod {pod.path} (its hierarchical events):\n{context}"
-        assert alloc_leaf.path not in first_wake, f"the allocating container woke: its events did not change:\n{context}"
+        assert alloc_leaf.path not in first_wake, (
+            f"the allocating container woke: its events did not change:\n{context}"
+        )
         if idle.pid not in killed:  # now and then the kernel kills again before the victim's pages are uncharged
             assert idle_leaf.path not in first_wake, f"the idle bystander container woke:\n{context}"
         assert "/" not in first_wake, f"the root woke (it has no memory.events):\n{context}"
@@ -168,6 +177,7 @@ def test_inotify_wakeup_on_kill(record_property) -> None:  # type: ignore[no-unt
 
 def test_recreated_path_keeps_its_wakeup() -> None:
     from oomtop.collect.wakeups import OomWakeups
+
     with KubeTree("cgroupfs") as tree:
         pod = pod_born_with_memory(tree, "besteffort", "again")
         wakeups = OomWakeups(CGROUP_ROOT, 2)
@@ -244,18 +254,31 @@ def group_kill(watchers: Watchers) -> GroupKill:
         trigger.wait_for(30.0)
         statuses = {p.pid: p.status(5.0) for p in (member, trigger)}
         pids = {member.pid, spared.pid, trigger.pid}
-        watchers.log.wait_until(lambda: any(s.victim_pid is not None for s in watchers.log.about(pod.path, pids)),
-                                EVENT_TIMEOUT_S)
+        watchers.log.wait_until(
+            lambda: any(s.victim_pid is not None for s in watchers.log.about(pod.path, pids)), EVENT_TIMEOUT_S
+        )
         watchers.nolog.wait_until(lambda: bool(watchers.nolog.about(pod.path, pids)), EVENT_TIMEOUT_S)
         time.sleep(SETTLE_S)
         killed = {pid: len(records) for pid, records in tail.killed().items()}
         run = GroupKill(
-            pod.uid, pod.path, leaf.path, leaf.cid, member.pid, spared.pid, trigger.pid, killed,
-            read_kv(fs(leaf.path) + "/memory.events"), spared.alive(), watchers.log.about(pod.path, pids),
-            watchers.nolog.about(pod.path, pids))
-        run.context = (f"member {member.pid}, spared {spared.pid} (adj -1000), trigger {trigger.pid}; wait statuses "
-                       f"{statuses}; kernel 'Killed process' records per pid {killed}; the container's "
-                       f"memory.events {run.kernel_events}\n{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}")
+            pod.uid,
+            pod.path,
+            leaf.path,
+            leaf.cid,
+            member.pid,
+            spared.pid,
+            trigger.pid,
+            killed,
+            read_kv(fs(leaf.path) + "/memory.events"),
+            spared.alive(),
+            watchers.log.about(pod.path, pids),
+            watchers.nolog.about(pod.path, pids),
+        )
+        run.context = (
+            f"member {member.pid}, spared {spared.pid} (adj -1000), trigger {trigger.pid}; wait statuses "
+            f"{statuses}; kernel 'Killed process' records per pid {killed}; the container's "
+            f"memory.events {run.kernel_events}\n{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}"
+        )
     return run
 
 
@@ -268,8 +291,13 @@ def _group_problems(run: GroupKill, event: Seen) -> list[str]:
         problems.append(f"killed {event.killed_pids}, the kernel killed [{run.trigger}, {run.member}] (each once)")
     if run.spared in event.killed_pids:
         problems.append(f"the adj -1000 task {run.spared} is listed as killed")
-    for key, want in (("oom_group_path", run.leaf_path), ("task_cgroup", run.leaf_path),
-                      ("oom_cgroup", run.leaf_path), ("kind", "memcg"), ("count", 1)):
+    for key, want in (
+        ("oom_group_path", run.leaf_path),
+        ("task_cgroup", run.leaf_path),
+        ("oom_cgroup", run.leaf_path),
+        ("kind", "memcg"),
+        ("count", 1),
+    ):
         if e.get(key) != want:
             problems.append(f"{key} {e.get(key)!r}, want {want!r}")
     pod, ctr = e.get("pod") or {}, e.get("container") or {}
@@ -285,24 +313,33 @@ def _group_problems(run: GroupKill, event: Seen) -> list[str]:
 
 def _group_preconditions(run: GroupKill) -> None:
     assert set(run.kernel_killed) == {run.trigger, run.member}, (
-        f"the kernel did not kill exactly the trigger and the member:\n{run.context}")
+        f"the kernel did not kill exactly the trigger and the member:\n{run.context}"
+    )
     assert run.spared_alive, f"the adj -1000 task died:\n{run.context}"
     assert run.kernel_events.get("oom_group_kill") == 1, f"not one oom.group kill:\n{run.context}"
 
 
 def _victim_counted_twice(run: GroupKill) -> None:
     if run.kernel_killed.get(run.trigger) != 2 or run.kernel_events.get("oom_kill") != 3:
-        pytest.skip(f"the kernel did not log and count the first victim twice this time ({run.kernel_killed}, "
-                    f"{run.kernel_events}): the double count this test is about did not happen")
+        pytest.skip(
+            f"the kernel did not log and count the first victim twice this time ({run.kernel_killed}, "
+            f"{run.kernel_events}): the double count this test is about did not happen"
+        )
 
 
 def test_group_kill_log_event(group_kill: GroupKill, record_property) -> None:  # type: ignore[no-untyped-def]
     """The kernel log's event of the group kill lists every task killed once, victim first, the adj -1000
     task spared, with the pod and container named from containerd's bundle."""
     run = group_kill
-    record_property("group_kill", {"kernel_killed_records": run.kernel_killed, "memory_events": run.kernel_events,
-                                   "log_events": [s.brief() for s in run.log_events],
-                                   "nolog_events": [s.brief() for s in run.nolog_events]})
+    record_property(
+        "group_kill",
+        {
+            "kernel_killed_records": run.kernel_killed,
+            "memory_events": run.kernel_events,
+            "log_events": [s.brief() for s in run.log_events],
+            "nolog_events": [s.brief() for s in run.nolog_events],
+        },
+    )
     _group_preconditions(run)
     logged = [s for s in run.log_events if s.victim_pid is not None]
     assert logged, f"no event naming the victim:\n{run.context}"
@@ -351,9 +388,12 @@ class RemovedKill:
     context: str = field(repr=False, default="")
 
     def figure(self) -> dict:
-        return {"removed_after_death_ms": self.removed_after_death_ms,
-                "log_events": len(self.log_events), "nolog_events": len(self.nolog_events),
-                "nolog_detected_in": [self._where(s.event.get("detected_in")) for s in self.nolog_events]}
+        return {
+            "removed_after_death_ms": self.removed_after_death_ms,
+            "log_events": len(self.log_events),
+            "nolog_events": len(self.nolog_events),
+            "nolog_detected_in": [self._where(s.event.get("detected_in")) for s in self.nolog_events],
+        }
 
     def _where(self, path: str | None) -> str | None:
         return {self.pod_path: "pod", self.leaf_path: "container"}.get(path or "", path)
@@ -378,25 +418,40 @@ def _removed_kill(watchers: Watchers, order: str) -> RemovedKill:
             status = trigger.status(10.0)
             died = time.monotonic()
             if not frozen:
-                watchers.nolog.wait_until(lambda: any(s.event.get("detected_in") == leaf.path
-                                                      for s in watchers.nolog.about(pod.path)), EVENT_TIMEOUT_S)
+                watchers.nolog.wait_until(
+                    lambda: any(s.event.get("detected_in") == leaf.path for s in watchers.nolog.about(pod.path)),
+                    EVENT_TIMEOUT_S,
+                )
             removed = rmdir_when_empty(fs(leaf.path))
         finally:
             if frozen:
                 for ev in watchers.both():
                     ev.thaw()
         pids = {trigger.pid}
-        watchers.log.wait_until(lambda: any(s.victim_pid == trigger.pid for s in watchers.log.about(pod.path, pids)),
-                                EVENT_TIMEOUT_S)
+        watchers.log.wait_until(
+            lambda: any(s.victim_pid == trigger.pid for s in watchers.log.about(pod.path, pids)), EVENT_TIMEOUT_S
+        )
         watchers.nolog.wait_until(lambda: bool(watchers.nolog.about(pod.path, pids)), EVENT_TIMEOUT_S)
         time.sleep(SETTLE_S)
-        run = RemovedKill(order, pod.uid, pod.path, leaf.path, leaf.cid, trigger.pid, status,
-                          round((removed - died) * 1000, 1), sorted(tail.killed()),
-                          read_kv(fs(pod.path) + "/memory.events"), watchers.log.about(pod.path, pids),
-                          watchers.nolog.about(pod.path, pids))
-        run.context = (f"{order}: victim {trigger.pid} (wait status {status}) in {leaf.path}, removed "
-                       f"{run.removed_after_death_ms} ms after its death; kernel killed {run.kernel_killed}; the "
-                       f"pod's memory.events {run.pod_events}\n{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}")
+        run = RemovedKill(
+            order,
+            pod.uid,
+            pod.path,
+            leaf.path,
+            leaf.cid,
+            trigger.pid,
+            status,
+            round((removed - died) * 1000, 1),
+            sorted(tail.killed()),
+            read_kv(fs(pod.path) + "/memory.events"),
+            watchers.log.about(pod.path, pids),
+            watchers.nolog.about(pod.path, pids),
+        )
+        run.context = (
+            f"{order}: victim {trigger.pid} (wait status {status}) in {leaf.path}, removed "
+            f"{run.removed_after_death_ms} ms after its death; kernel killed {run.kernel_killed}; the "
+            f"pod's memory.events {run.pod_events}\n{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}"
+        )
     return run
 
 
@@ -413,7 +468,9 @@ def removed_after(watchers: Watchers) -> RemovedKill:
 def _removed_run(request, order: str) -> RemovedKill:  # type: ignore[no-untyped-def]
     run: RemovedKill = request.getfixturevalue("removed_first" if order == "runtime-first" else "removed_after")
     request.node.user_properties.append(("removed_" + order.replace("-", "_"), run.figure()))
-    assert run.status == -9 and run.kernel_killed == [run.victim], f"the kernel did not kill the trigger:\n{run.context}"
+    assert run.status == -9 and run.kernel_killed == [run.victim], (
+        f"the kernel did not kill the trigger:\n{run.context}"
+    )
     assert run.pod_events.get("oom_kill") == 1, f"the pod's hierarchical oom_kill is not 1:\n{run.context}"
     return run
 
@@ -461,7 +518,8 @@ def test_removed_cgroup_no_kmsg_parent_counter(request) -> None:  # type: ignore
     e = events[0].event
     got = (e.get("detected_in"), e.get("count"), e.get("kind"), (e.get("victim") or {}).get("pid"))
     assert got == (run.pod_path, 1, "memcg", None), (
-        f"(detected_in, count, kind, victim pid) {got}, want ({run.pod_path}, 1, 'memcg', None):\n{run.context}")
+        f"(detected_in, count, kind, victim pid) {got}, want ({run.pod_path}, 1, 'memcg', None):\n{run.context}"
+    )
 
 
 def test_removed_cgroup_no_kmsg_from_wakeup(request) -> None:  # type: ignore[no-untyped-def]
@@ -474,7 +532,8 @@ def test_removed_cgroup_no_kmsg_from_wakeup(request) -> None:  # type: ignore[no
     got = (e.get("detected_in"), e.get("count"), pod.get("uid"), ctr.get("id"))
     assert got == (run.leaf_path, 1, run.pod_uid, run.container_id), (
         f"(detected_in, count, pod uid, container id) {got}, want "
-        f"({run.leaf_path}, 1, {run.pod_uid}, {run.container_id}):\n{run.context}")
+        f"({run.leaf_path}, 1, {run.pod_uid}, {run.container_id}):\n{run.context}"
+    )
 
 
 # -------------------------------------------- (c, in order) the watcher driven by hand: polls, wake-ups, kills
@@ -495,9 +554,14 @@ def _kill_in(tree: KubeTree, leaf) -> int:  # type: ignore[no-untyped-def]
 
 
 def _about(driven: DrivenWatcher, pod_path: str) -> list:
-    return [e for e in driven.events if not e.historical and any(
-        p and (p == pod_path or p.startswith(pod_path + "/"))
-        for p in (e.task_cgroup, e.detected_in, e.oom_cgroup))]
+    return [
+        e
+        for e in driven.events
+        if not e.historical
+        and any(
+            p and (p == pod_path or p.startswith(pod_path + "/")) for p in (e.task_cgroup, e.detected_in, e.oom_cgroup)
+        )
+    ]
 
 
 def test_driven_removed_after_wakeup_counted_once() -> None:
@@ -551,13 +615,17 @@ def test_driven_early_kill_named() -> None:
         driven.run(0.5)
         named = [e for e in driven.events if e.victim.pid == pid]
     if polled >= NAMES_REFRESH_S - 0.2:
-        pytest.skip(f"the first poll came {polled:.1f} s after the metadata load: too late to test the window before the names refresh")
+        pytest.skip(
+            f"the first poll came {polled:.1f} s after the metadata load: "
+            "too late to test the window before the names refresh"
+        )
     assert len(named) == 1, f"{len(named)} events name the victim {pid}: {[event_brief(e) for e in driven.events]}"
     event = named[0]
     got = (event.pod and event.pod.name, event.pod and event.pod.namespace, event.container and event.container.name)
     assert got == ("early", "v2-tier", "early"), (
         f"(pod name, namespace, container name) {got}: the container's first poll came {polled:.1f} s after oomtop "
-        f"loaded node metadata, its bundle already on disk")
+        f"loaded node metadata, its bundle already on disk"
+    )
 
 
 # ------------------------------------------------------------------------------------------- (d) latency
@@ -581,19 +649,27 @@ def test_event_latency(watchers: Watchers, record_property) -> None:  # type: ig
             kills.append((leaf.path, trigger.pid, trigger.status(10.0)))
         pids = {pid for _, pid, _ in kills}
         cgroups = {path for path, _, _ in kills}
-        watchers.log.wait_until(lambda: pids <= {s.victim_pid for s in watchers.log.about(pod.path, pids)},
-                                EVENT_TIMEOUT_S)
-        watchers.nolog.wait_until(lambda: cgroups <= {s.event.get("detected_in") for s in
-                                                      watchers.nolog.about(pod.path, pids)}, EVENT_TIMEOUT_S)
+        watchers.log.wait_until(
+            lambda: pids <= {s.victim_pid for s in watchers.log.about(pod.path, pids)}, EVENT_TIMEOUT_S
+        )
+        watchers.nolog.wait_until(
+            lambda: cgroups <= {s.event.get("detected_in") for s in watchers.nolog.about(pod.path, pids)},
+            EVENT_TIMEOUT_S,
+        )
         time.sleep(1.0)
         clock_after = measure_kmsg_clock()
         killed = tail.killed()
         log_events, nolog_events = watchers.log.about(pod.path, pids), watchers.nolog.about(pod.path, pids)
-        context = (f"kills (cgroup, pid, wait status): {kills}\nkernel killed {sorted(killed)}\n"
-                   f"{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}")
+        context = (
+            f"kills (cgroup, pid, wait status): {kills}\nkernel killed {sorted(killed)}\n"
+            f"{watchers.describe(pod.path, pids)}\n{_kernel_log(tail)}"
+        )
     problems = [f"{pid} in {path}: wait status {status}" for path, pid, status in kills if status != -9]
-    problems += [f"{pid}: the kernel log names {len(killed.get(pid, []))} kills" for _, pid, _ in kills
-                 if len(killed.get(pid, [])) != 1]
+    problems += [
+        f"{pid}: the kernel log names {len(killed.get(pid, []))} kills"
+        for _, pid, _ in kills
+        if len(killed.get(pid, [])) != 1
+    ]
     assert not problems, "the kills did not happen as planned: " + "; ".join(problems) + "\n" + context
     lat: dict[str, list[float]] = {"kmsg": [], "none": []}
     for path, pid, _ in kills:
@@ -611,11 +687,19 @@ def test_event_latency(watchers: Watchers, record_property) -> None:  # type: ig
     extra = [s.brief() for s in log_events if s.victim_pid not in pids]
     if extra:
         problems.append(f"events with the kernel log that name no victim of ours: {extra}")
-    figure = {"kills": len(kills), "clock_uncertainty_ms": round(clock.uncertainty_s * 1000, 2),
-              "clock_drift_ms": round((clock_after.offset_s - clock.offset_s) * 1000, 2)}
+    figure = {
+        "kills": len(kills),
+        "clock_uncertainty_ms": round(clock.uncertainty_s * 1000, 2),
+        "clock_drift_ms": round((clock_after.offset_s - clock.offset_s) * 1000, 2),
+    }
     for mode, values in lat.items():
-        figure[mode] = {"n": len(values), "p50_ms": _r(percentile(values, 50)), "p95_ms": _r(percentile(values, 95)),
-                        "max_ms": _r(max(values, default=None)), "all_ms": [_r(v) for v in values]}
+        figure[mode] = {
+            "n": len(values),
+            "p50_ms": _r(percentile(values, 50)),
+            "p95_ms": _r(percentile(values, 95)),
+            "max_ms": _r(max(values, default=None)),
+            "all_ms": [_r(v) for v in values],
+        }
     record_property("event_latency", figure)
     assert not problems, "\n".join(problems) + "\n" + context
 

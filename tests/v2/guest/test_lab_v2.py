@@ -17,8 +17,13 @@ LAB_PARENT = "/sys/fs/cgroup/oomtop-lab"
 
 
 def run_lab(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "oomtop", "lab", *args, "--headless"], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "oomtop", "lab", *args, "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("scenario", ["seed", "qos"])

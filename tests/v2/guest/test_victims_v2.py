@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import plan
+import pytest
 from figures import sample_against_kernel
 from v2lib import (
-    KubeTree,
     Kmsg,
+    KubeTree,
     fs,
     mem_total_bytes,
     oom_reports,
@@ -59,8 +58,15 @@ def _build(tree: KubeTree, rnd: plan.Round):  # type: ignore[no-untyped-def]
         pods.append(pod)
     leaves = []
     for ctr in rnd.ctrs:
-        leaves.append(tree.add_container(pods[ctr.pod], ctr.adj, None if ctr.limit_mib is None else ctr.limit_mib * mib,
-                                         oom_group=ctr.oom_group, name=ctr.name))
+        leaves.append(
+            tree.add_container(
+                pods[ctr.pod],
+                ctr.adj,
+                None if ctr.limit_mib is None else ctr.limit_mib * mib,
+                oom_group=ctr.oom_group,
+                name=ctr.name,
+            )
+        )
     procs = {}
     for c, ctr in enumerate(rnd.ctrs):
         for h, (size, adj) in enumerate(ctr.hogs):
@@ -79,13 +85,18 @@ def _explain(rnd, domain, tree, verdict, oracle, kills, statuses, extra="") -> s
     for proc in tree.processes:
         lines.append(f"  {proc!r}: oracle points {oracle.get(proc.pid)}, wait status {statuses.get(proc.pid)}")
     if verdict is not None:
-        lines.append("  oomtop candidates (pid, points): "
-                     + ", ".join(f"({c.task.pid}, {c.points})" for c in verdict.candidates))
-        lines.append(f"  oomtop victim {verdict.victim.pid if verdict.victim else None}, group {verdict.group_path}: "
-                     f"{sorted(t.pid for t in verdict.group_victims)}, totalpages {verdict.totalpages}")
+        lines.append(
+            "  oomtop candidates (pid, points): " + ", ".join(f"({c.task.pid}, {c.points})" for c in verdict.candidates)
+        )
+        lines.append(
+            f"  oomtop victim {verdict.victim.pid if verdict.victim else None}, group {verdict.group_path}: "
+            f"{sorted(t.pid for t in verdict.group_victims)}, totalpages {verdict.totalpages}"
+        )
     for n, k in enumerate(kills or ()):
-        lines.append(f"  kernel decision {n + 1}: victim {k.victim}, killed {k.killed}, oom_memcg {k.oom_memcg}, "
-                     f"group {k.group_path}")
+        lines.append(
+            f"  kernel decision {n + 1}: victim {k.victim}, killed {k.killed}, oom_memcg {k.oom_memcg}, "
+            f"group {k.group_path}"
+        )
         lines.extend("    " + line for line in k.text)
     if extra:
         lines.append(extra)
@@ -98,8 +109,15 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
 
     rnd = plan.make_round(SEED, index, mem_total_bytes())
     print(rnd.describe())
-    outcome = {"round": plan.round_id(index), "seed": SEED, "kind": rnd.kind, "naming": rnd.naming, "ran": False,
-               "victim_right": None, "group_right": None}
+    outcome = {
+        "round": plan.round_id(index),
+        "seed": SEED,
+        "kind": rnd.kind,
+        "naming": rnd.naming,
+        "ran": False,
+        "victim_right": None,
+        "group_right": None,
+    }
     record_property("round", outcome)  # filled in below; reported also when an assertion stops the round
     with KubeTree(rnd.naming) as tree:
         domain, leaves, procs = _build(tree, rnd)
@@ -151,47 +169,68 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
         report = _explain(rnd, domain, tree, verdict, oracle, kills, statuses)
 
         group_cgroup = verdict.group_path
-        expected_killed = predicted_group | ({trigger.pid} if group_cgroup is not None and (
-            trigger.cgroup == group_cgroup or trigger.cgroup.startswith(group_cgroup + "/")) else set())
+        expected_killed = predicted_group | (
+            {trigger.pid}
+            if group_cgroup is not None
+            and (trigger.cgroup == group_cgroup or trigger.cgroup.startswith(group_cgroup + "/"))
+            else set()
+        )
         if len(kills) > 1:
             outcome["oom_reports"] = oom_reports(log_lines)  # evidence: usage at the limit, listed rss far below
             outcome["decisions"] = [(k.victim, k.oom_memcg, k.killed) for k in kills]
-        outcome.update(ran=kill is not None, domain=domain, predicted=verdict.victim.pid, later_kills=len(kills) - 1,
-                       predicted_group=sorted(expected_killed), group_path=group_cgroup,
-                       kernel_victim=kill and kill.victim, kernel_killed=sorted(killed),
-                       kernel_group_path=kill and kill.group_path, oracle_victim=expected.pid)
+        outcome.update(
+            ran=kill is not None,
+            domain=domain,
+            predicted=verdict.victim.pid,
+            later_kills=len(kills) - 1,
+            predicted_group=sorted(expected_killed),
+            group_path=group_cgroup,
+            kernel_victim=kill and kill.victim,
+            kernel_killed=sorted(killed),
+            kernel_group_path=kill and kill.group_path,
+            oracle_victim=expected.pid,
+        )
         if kill is not None:
             # Figures for the note: rounds where adj (not size) decided, and where the global
             # /proc/<pid>/oom_score would not have named the victim (not the unique maximum).
-            rss = {p.pid: kernel_view[p.pid].rss_anon_kb + kernel_view[p.pid].rss_file_kb
-                   + kernel_view[p.pid].rss_shmem_kb for p in in_domain}
+            rss = {
+                p.pid: kernel_view[p.pid].rss_anon_kb + kernel_view[p.pid].rss_file_kb + kernel_view[p.pid].rss_shmem_kb
+                for p in in_domain
+            }
             outcome["adj_decided"] = max(rss, key=rss.__getitem__) != kill.victim
             scores = {p.pid: kernel_view[p.pid].oom_score for p in in_domain}
             top = [pid for pid, score in scores.items() if score == max(scores.values())]
             outcome["proc_oom_score_wrong"] = top != [kill.victim]
             outcome["protected_in_group"] = group_cgroup is not None and any(
                 p.adj == -1000 and (p.cgroup == group_cgroup or p.cgroup.startswith(group_cgroup + "/"))
-                for p in tree.processes)
+                for p in tree.processes
+            )
             outcome["victim_right"] = kill.victim == verdict.victim.pid
             outcome["group_right"] = killed == expected_killed
 
         kernel_log = "--- kernel log ---\n" + "\n".join(line for line in log_lines if not line.startswith(" "))
         assert kills, f"the kernel log shows no OOM kill of ours in this round:\n{report}\n{kernel_log}"
         assert all(statuses[pid] == -9 for pid in all_killed), f"a killed process did not die of SIGKILL:\n{report}"
-        assert dead == all_killed, (f"processes dead {sorted(dead)}, the kernel log killed {sorted(all_killed)}:\n"
-                                    f"{report}\n{kernel_log}")
+        assert dead == all_killed, (
+            f"processes dead {sorted(dead)}, the kernel log killed {sorted(all_killed)}:\n{report}\n{kernel_log}"
+        )
         if kill.oom_memcg is not None:
             assert kill.oom_memcg == domain, f"the kernel's OOM domain is {kill.oom_memcg}, not {domain}:\n{report}"
-        assert kill.victim == expected.pid, f"the oracle expected {expected.pid}, the kernel chose {kill.victim}:\n{report}"
+        assert kill.victim == expected.pid, (
+            f"the oracle expected {expected.pid}, the kernel chose {kill.victim}:\n{report}"
+        )
 
         # The checks that matter: oomtop named the kernel's first choice, and the whole group it kills.
         assert verdict.victim.pid == kill.victim, (
-            f"oomtop predicted pid {verdict.victim.pid}, the kernel killed pid {kill.victim} first:\n{report}")
+            f"oomtop predicted pid {verdict.victim.pid}, the kernel killed pid {kill.victim} first:\n{report}"
+        )
         assert kill.group_path == group_cgroup, (
-            f"oomtop's oom.group {group_cgroup}, the kernel's {kill.group_path}:\n{report}")
+            f"oomtop's oom.group {group_cgroup}, the kernel's {kill.group_path}:\n{report}"
+        )
         assert killed == expected_killed, (
             f"oomtop's group_victims (+ trigger if in the group) {sorted(expected_killed)}, the kernel killed "
-            f"{sorted(killed)}:\n{report}")
+            f"{sorted(killed)}:\n{report}"
+        )
 
         # After the kill: the next sample has the dead gone and the kernel's counters.
         later, problems = sample_against_kernel(collector, tree.created)
@@ -241,4 +280,5 @@ def test_tie_later_scanned_wins(naming: str, collector, record_property) -> None
         assert kills[0].victim == b.pid, f"the kernel chose {kills[0].victim}, not the later-scanned {b.pid} ({points})"
         assert verdict.victim is not None and verdict.victim.pid == b.pid, (
             f"oomtop predicted {verdict.victim and verdict.victim.pid}; the kernel chose the later-scanned {b.pid} "
-            f"on a tie ({points}); candidates {[(c.task.pid, c.points) for c in verdict.candidates]}")
+            f"on a tie ({points}); candidates {[(c.task.pid, c.points) for c in verdict.candidates]}"
+        )

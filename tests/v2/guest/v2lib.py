@@ -10,6 +10,7 @@ Paths handed out are relative to the cgroup2 root (``/kubepods/burstable/pod<uid
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -163,8 +164,9 @@ class KubeTree:
     def set(self, rel: str, name: str, value: object) -> None:
         write(fs(rel) + "/" + name, str(value))
 
-    def limit(self, rel: str, max_bytes: int | None = None, high_bytes: int | None = None,
-              oom_group: bool | None = None) -> None:
+    def limit(
+        self, rel: str, max_bytes: int | None = None, high_bytes: int | None = None, oom_group: bool | None = None
+    ) -> None:
         if max_bytes is not None:
             self.set(rel, "memory.max", max_bytes)
         if high_bytes is not None:
@@ -198,8 +200,16 @@ class KubeTree:
         self.limit(rel, limit, high)
         return Pod(uid, qos, rel, name or f"pod-{uid[:8]}")
 
-    def add_container(self, pod: Pod, adj: int, limit: int | None = None, high: int | None = None,
-                      oom_group: bool | None = None, sandbox: bool = False, name: str | None = None) -> Leaf:
+    def add_container(
+        self,
+        pod: Pod,
+        adj: int,
+        limit: int | None = None,
+        high: int | None = None,
+        oom_group: bool | None = None,
+        sandbox: bool = False,
+        name: str | None = None,
+    ) -> Leaf:
         cid = new_cid()
         leaf_name = cid if self.naming == "cgroupfs" else f"cri-containerd-{cid}.scope"
         rel = self.mkdir(f"{pod.path}/{leaf_name}")
@@ -377,8 +387,9 @@ class Proc:
     def wait_ready(self, timeout: float = 60.0) -> None:
         if self.wait_for(timeout) != b"R":
             self.popen.wait(timeout=5)
-            raise HarnessError(f"hog {self.pid} ({self.mib} MiB) in {self.cgroup} died before ready: "
-                               f"status {self.popen.returncode}")
+            raise HarnessError(
+                f"hog {self.pid} ({self.mib} MiB) in {self.cgroup} died before ready: status {self.popen.returncode}"
+            )
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -392,20 +403,14 @@ class Proc:
 
     def kill(self) -> None:
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         for fd in (self._go_w, self._ready_r):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._go_w = self._ready_r = -1
 
     def __repr__(self) -> str:
@@ -439,9 +444,16 @@ def proc_memory(pid: int) -> ProcMemory:
         key, _, rest = line.partition(":")
         if key in ("RssAnon", "RssFile", "RssShmem", "VmSwap", "VmPTE") and rest.split():
             values[key] = int(rest.split()[0])
-    return ProcMemory(pid, values.get("RssAnon", 0), values.get("RssFile", 0), values.get("RssShmem", 0),
-                      values.get("VmSwap", 0), values.get("VmPTE", 0), int(read(f"/proc/{pid}/oom_score")),
-                      int(read(f"/proc/{pid}/oom_score_adj")))
+    return ProcMemory(
+        pid,
+        values.get("RssAnon", 0),
+        values.get("RssFile", 0),
+        values.get("RssShmem", 0),
+        values.get("VmSwap", 0),
+        values.get("VmPTE", 0),
+        int(read(f"/proc/{pid}/oom_score")),
+        int(read(f"/proc/{pid}/oom_score_adj")),
+    )
 
 
 # ------------------------------------------------------------------------------------------ the kernel log
@@ -506,7 +518,7 @@ def parse_kills(lines: list[str]) -> list[KernelKill]:
     in_group = False
     for line in lines:
         if line.startswith("oom-kill:"):
-            info = dict(part.split("=", 1) for part in line[len("oom-kill:"):].split(",") if "=" in part)
+            info = dict(part.split("=", 1) for part in line[len("oom-kill:") :].split(",") if "=" in part)
             current, in_group = None, False
             continue
         if " invoked oom-killer:" in line:

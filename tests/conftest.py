@@ -1,0 +1,59 @@
+"""Shared fixtures and the tier markers (see :mod:`tests.tiers`).
+
+Every marker named in ``tests.tiers.TIERS`` is applied here before its test runs: a tier this machine lacks
+skips the test with the reason, or fails it under ``OOMTOP_REQUIRE_REAL_KERNEL=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.tiers import TIERS, require
+from tests.ui_fixtures import SNAPSHOT_DIR
+
+pytest_plugins = ["pytester"]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    wanted = [marker.name for marker in item.iter_markers() if marker.name in TIERS]
+    if wanted:
+        require(*dict.fromkeys(wanted))
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Event times in UTC whatever the machine's zone, so snapshots match everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def snapshot(snapshot: Any) -> Any:
+    """pytest-textual-snapshot's ``snap_compare`` stores SVGs beside the test file (syrupy's ``__snapshots__``
+    dir); this override makes them live in the repository's top-level ``snapshots/`` instead."""
+    from pytest_textual_snapshot import SVGImageExtension
+
+    class TopLevelSVG(SVGImageExtension):  # type: ignore[misc]
+        @classmethod
+        def dirname(cls, *, test_location: Any) -> str:
+            # snapshots/<test module>/<test>.svg: syrupy relates a file to its test by that directory name
+            return str(SNAPSHOT_DIR / test_location.basename)
+
+    class Redirect:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def use_extension(self, extension_class: Any = None) -> Any:
+            return self._inner.use_extension(TopLevelSVG)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    return Redirect(snapshot)
