@@ -222,7 +222,10 @@ def test_hostile_names_kept_literally(tmp_path: Path) -> None:
 
 def test_redacted_cmdline(tmp_path: Path) -> None:
     host = kube_host(tmp_path, "v1")
-    assert all(task.cmdline == "" for task in sample_of(host, redact_cmdline=True).tasks)
+    plain = {task.pid: task.cmdline for task in sample_of(host).tasks}
+    redacted = {task.pid: task.cmdline for task in sample_of(host, redact_cmdline=True).tasks}
+    assert sorted(plain) == [101, 102] and all(plain.values())  # command lines to hide
+    assert sorted(redacted) == [101, 102] and set(redacted.values()) == {""}
 
 
 def test_no_memory_controller_still_lists_processes(tmp_path: Path) -> None:

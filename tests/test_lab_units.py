@@ -418,9 +418,23 @@ def test_release_never_enters_the_rootfs(tmp_path: Path) -> None:
     assert cleanup.release(str(lab)) == [] and not lab.exists()
 
 
-def test_mount_points_under() -> None:
-    assert cleanup.mount_points_under("/proc") == ["/proc"] or "/proc" in cleanup.mount_points_under("/proc")
+def test_mount_points_under_nothing_mounted() -> None:
     assert cleanup.mount_points_under("/nonexistent-oomtop-path") == []
+
+
+@pytest.mark.root
+def test_mount_points_under(tmp_path: Path) -> None:
+    """Mounts at, below and beside a directory (a sibling whose name starts alike, a name with a space) in a
+    mount namespace of the test's own: exactly those at or below it are listed, in mount order."""
+    base = tmp_path / "lab"
+    mounts = 'for d in lab lab/rootfs \'lab/with space\' lab-sibling; do mkdir -p "$d"; mount -t tmpfs none "$d"; done'
+    show = "import sys; from oomtop.lab import cleanup; print(cleanup.mount_points_under(sys.argv[1]))"
+    script = f"set -e; {mounts}; {sys.executable} -c '{show}' lab"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr([str(base), str(base / "rootfs"), str(base / "with space")])
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -481,7 +495,7 @@ def test_replay_demo_json() -> None:
     assert kills[0]["predicted_victim_pid"] == kills[0]["victim"]["pid"]
     labels = {cgroup.get("label") for sample in samples for cgroup in sample["cgroups"]}
     assert "lab/seed" in labels  # names resolved from the lab's containerd bundles
-    assert all(sample["node"]["hostname"] == "oomtop-lab" for sample in samples)
+    assert samples and {sample["node"]["hostname"] for sample in samples} == {"oomtop-lab"}
 
 
 def test_replay_demo_and_a_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Self
@@ -1008,6 +1009,29 @@ def test_registering_new_cgroups_does_not_stall_the_loop(real_kernel: None, tree
 
 
 # ------------------------------------------------------------------------------------------ the CLI itself
+
+
+def test_kmsg_backlog_every_kill_found_once(with_kmsg: None, hog_binary: str, tree: TestHierarchy) -> None:
+    """Every "Killed process" record of the kernel's ring buffer is in exactly one event of oomtop's parser, one
+    kill of this test's own among them (so the backlog is never empty)."""
+    from oomtop.collect.kmsg import OomParser, iter_kmsg
+
+    pod = tree.add_pod("burstable")
+    container = tree.add_container(pod, 20 * MIB)
+    kill = overshoot(tree, hog_binary, container, pod, "backlog-hog")
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb", buffering=0) as kmsg:
+        records = list(iter_kmsg(kmsg))  # type: ignore[arg-type]
+    # Counted, not as sets: after a few thousand test processes the kernel reuses pids (pid_max 32768), and two
+    # kills of one pid at different times are two records and must be two events.
+    logged = Counter(
+        int(r.text.split("Killed process ", 1)[1].split()[0]) for r in records if "Killed process " in r.text
+    )
+    assert logged[kill.pid] >= 1, f"the kill of {kill.pid} is not in the ring buffer"
+    parser = OomParser(source="kmsg", historical=True)
+    events = [event for record in records for event in parser.feed(record)] + parser.flush()
+    assert Counter(k.pid for e in events for k in e.killed) == logged
+    assert events and all(e.historical and e.seq is not None and e.kernel_time_s is not None for e in events)
 
 
 def test_events_json_is_accepted(real_kernel: None) -> None:

@@ -22,7 +22,7 @@ def test_a_missing_tier_skips_with_its_reason(monkeypatch: pytest.MonkeyPatch) -
 def test_a_missing_tier_fails_where_it_is_required(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setitem(tiers.TIERS, "runc", ("runc", _missing))
     monkeypatch.setenv(tiers.REQUIRE_ENV, value)
-    with pytest.raises(pytest.fail.Exception, match="needs runc: not on this machine .*is set, so this is a failure"):
+    with pytest.raises(pytest.fail.Exception, match=r"needs runc: not on this machine .*is set, so this is a failure"):
         tiers.require("runc")
 
 
@@ -42,7 +42,7 @@ def test_every_tier_is_a_registered_marker(pytestconfig: pytest.Config) -> None:
 def test_the_conftest_hook_applies_a_marker(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, required: str, outcome: str
 ) -> None:
-    """A marked test on a machine without its tier: skipped, or an error (setup failed) under OOMTOP_REQUIRE_REAL_KERNEL=1."""
+    """A marked test on a machine without its tier: skipped, or an error (its setup failed) on CI."""
     monkeypatch.setitem(tiers.TIERS, "tmux", ("tmux", _missing))
     monkeypatch.setenv(tiers.REQUIRE_ENV, required)
     pytester.makeconftest("from tests.conftest import pytest_runtest_setup  # noqa: F401\n")

@@ -333,14 +333,39 @@ async def test_no_limit_is_said_plainly_and_no_root_is_marked_once(sample: Sampl
         assert "no limit" in line and "%" not in line
 
 
+THEMES = ("light", "high-contrast", "colour-blind", "textual-dark", "dark")
+
+
+def painted(tree: ProcessTree) -> list[list[tuple[str, str]]]:
+    """Every line of the tree as (text, style) segments: what a terminal would show, colours included."""
+    height = tree.scrollable_content_region.height
+    return [[(seg.text, str(seg.style)) for seg in tree.render_line(y)] for y in range(height)]
+
+
+async def _painted_from_start(sample: Sample, theme: str) -> list[list[tuple[str, str]]]:
+    app = make_app([sample], theme=theme)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        return painted(app.process_tree)
+
+
 async def test_themes_switch_at_run_time(sample: Sample) -> None:
+    """After a switch at run time the tree paints exactly as an app started in that theme: no colour of the
+    theme before survives in the tree's caches (and the themes do differ, so the comparison means something)."""
+    expected = {name: await _painted_from_start(sample, name) for name in THEMES}
+    assert len({repr(lines) for lines in expected.values()}) == len(THEMES), "two themes paint the tree alike"
     app = make_app([sample])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        for name in ("light", "high-contrast", "colour-blind", "textual-dark", "dark"):
+        for name in THEMES:
             app.theme = name
             await pilot.pause()
-            assert app.process_tree.render_line(1).cell_length == app.process_tree.scrollable_content_region.width
+            lines = painted(app.process_tree)
+            assert (
+                lines[1] and sum(len(text) for text, _ in lines[1]) == app.process_tree.scrollable_content_region.width
+            )
+            for y, (got, want) in enumerate(zip(lines, expected[name], strict=True)):
+                assert got == want, f"after switching to {name}, tree line {y} keeps another theme's styles"
 
 
 async def test_the_ui_never_opens_sys_or_proc(sample: Sample, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,7 +396,8 @@ async def test_processes_only_when_there_is_no_memory_hierarchy(sample: Sample) 
     app = make_app([bare])
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        assert all(row.kind is RowKind.TASK for row in app.process_tree.rows)
+        rows = app.process_tree.rows
+        assert len(rows) == len(bare.tasks) > 0 and {row.kind for row in rows} == {RowKind.TASK}
         assert app.process_tree.rows[0].label == "2201 java"  # biggest rss first
         assert app.notice_bar.notices[0][1].startswith("no cgroup hierarchy")
 

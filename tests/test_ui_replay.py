@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from oomtop.record.reader import Recording
 from oomtop.record.replay import ReplaySource
 from oomtop.record.writer import RecordingFile
 from oomtop.ui.timeline import parse_goto, timeline_text
-from tests.ui_fixtures import FIXED_TIME, collect, fixed_clock, kill_event, kube_host
+from tests.ui_fixtures import FIXED_TIME, collect, fixed_clock, kill_event, kube_host, wait_for
 
 
 class Mono:
@@ -49,42 +49,63 @@ def app_for(path: str, playing: bool = False):  # type: ignore[no-untyped-def]
     return OomtopApp(source, clock=fixed_clock, cursor_blink=False, interval_s=1.0)
 
 
-async def until(predicate, pilot: Any) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(400):
-        if predicate():
-            break
-        await asyncio.sleep(0.005)
-    await pilot.pause()
+Wait = tuple[Callable[[], bool], Callable[[], str]]
+
+
+async def reach(pilot: Any, wait: Wait) -> None:
+    """Wait for a state of the replay; fail saying which state and what was shown instead."""
+    await wait_for(wait[0], pilot, wait[1])
+
+
+def at_sample(app: Any, samples: list[Sample], index: int) -> Wait:
+    """A wait for the app to show ``samples[index]``, and what it showed instead (for the timeout's message)."""
+
+    def shown() -> str:
+        latest = app.latest
+        if latest is None:
+            return f"sample {index}; nothing is shown yet"
+        return f"sample {index}; the app shows sample {round(latest.time - samples[0].time)}"
+
+    return (lambda: app.latest is not None and app.latest.time == samples[index].time), shown
+
+
+def kills_listed(app: Any, count: int) -> Wait:
+    return (lambda: len(app.event_pane.events) == count), (
+        lambda: f"{count} kill(s) in the list; it has {len(app.event_pane.events)}"
+    )
 
 
 async def test_replay_keys_move_through_time(tmp_path: Path, utc: None) -> None:
     path, samples = make_recording(tmp_path)
     app = app_for(path)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(lambda: app.latest is not None, pilot)
-        assert app.latest.time == samples[0].time
+        await reach(pilot, at_sample(app, samples, 0))  # a paused replay opens on its first sample
         await pilot.press("full_stop")
-        await until(lambda: app.latest.time == samples[1].time, pilot)
+        await reach(pilot, at_sample(app, samples, 1))  # . steps forward
         await pilot.press("comma")
-        await until(lambda: app.latest.time == samples[0].time, pilot)
-        await pilot.press("right_square_bracket")  # next kill: the sample just before it
-        await until(lambda: app.latest.time == samples[25].time, pilot)
+        await reach(pilot, at_sample(app, samples, 0))  # , steps back
+        await pilot.press("right_square_bracket")
+        await reach(pilot, at_sample(app, samples, 25))  # ] : the sample just before the next kill
         assert len(app.event_pane.events) == 0
         await pilot.press("full_stop")
-        await until(lambda: app.latest.time == samples[26].time, pilot)
-        await until(lambda: len(app.event_pane.events) == 1, pilot)
+        await reach(pilot, at_sample(app, samples, 26))
+        await reach(pilot, kills_listed(app, 1))  # stepping over the kill lists it
         await pilot.press("left_square_bracket")
-        await until(lambda: app.latest.time == samples[25].time, pilot)
-        assert len(app.event_pane.events) == 0  # jumped back before the kill: it is not listed any more
+        await reach(pilot, at_sample(app, samples, 25))  # [ : back to just before it
+        await reach(pilot, kills_listed(app, 0))  # ... where it is not listed any more
         await pilot.press("g")
         await pilot.press(*"+10s")
         await pilot.press("enter")
-        await until(lambda: app.latest.time == samples[35].time, pilot)
+        await reach(pilot, at_sample(app, samples, 35))  # g +10s: ten seconds on
+        assert not app.source.playing and app.source.speed == 1.0
         await pilot.press("plus")
         assert app.source.speed == 2.0
+        await pilot.press("minus")
+        assert app.source.speed == 1.0
+        await pilot.press("plus")
         await pilot.press("space")
         assert app.source.playing
-        await until(lambda: app.latest.time == samples[-1].time, pilot)
+        await reach(pilot, at_sample(app, samples, len(samples) - 1))  # playing runs to the end
         assert "REPLAY" in str(app.header_bar.render())
 
 
@@ -120,10 +141,10 @@ def test_replay_screen_snapshot(snap_compare: Any, tmp_path: Path, utc: None) ->
 
     async def run_before(pilot: Any) -> None:
         app = pilot.app
-        await until(lambda: app.latest is not None, pilot)
+        await reach(pilot, at_sample(app, samples, 0))
         await pilot.press("right_square_bracket")
-        await until(lambda: app.latest.time == samples[25].time, pilot)
+        await reach(pilot, at_sample(app, samples, 25))
         await pilot.press("full_stop")
-        await until(lambda: len(app.event_pane.events) == 1, pilot)
+        await reach(pilot, kills_listed(app, 1))
 
     assert snap_compare(app_for(path), terminal_size=(160, 50), run_before=run_before)

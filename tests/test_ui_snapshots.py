@@ -34,7 +34,7 @@ def cursor_on(key: Any, count: int | None = None):  # type: ignore[no-untyped-de
     async def run_before(pilot: Any) -> None:
         await settle(pilot, count)
         if key is not None:
-            pilot.app.process_tree.move_to(key)
+            assert pilot.app.process_tree.move_to(key), f"no visible row {key} to put the cursor on"
         await pilot.pause()
 
     return run_before

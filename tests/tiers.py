@@ -112,8 +112,14 @@ def qemu_reason() -> str | None:
     return harness.unavailable_reason()
 
 
+def root_reason() -> str | None:
+    """Root on Linux (mounts in a namespace of the test's own, cgroups)."""
+    return _root()
+
+
 TIERS: dict[str, tuple[str, Callable[[], str | None]]] = {
     # marker: (what it needs, said in the skip message; the check)
+    "root": ("root", root_reason),
     "memcg_v1": ("root and a cgroup v1 memory controller", memcg_v1_reason),
     "memcg": ("root and a memory controller", memcg_reason),
     "kmsg": ("a readable /dev/kmsg", kmsg_reason),

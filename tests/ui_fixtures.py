@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -464,15 +465,30 @@ def make_app(updates: Iterable[Update], theme: str | None = None, **kwargs: Any)
     return OomtopApp(source, clock=fixed_clock, theme=theme, cursor_blink=False, **kwargs)
 
 
+WAIT_S = 10.0  # generous for a loaded CI machine; a wait that runs out fails the test, saying what it waited for
+
+
+async def wait_for(
+    predicate: Callable[[], bool], pilot: Any, what: str | Callable[[], str], timeout_s: float = WAIT_S
+) -> None:
+    """Wait until ``predicate()`` holds, then for the app to go idle; raise AssertionError naming ``what`` (a
+    text, or a function that tells what was seen instead) when it never does: a silent timeout would let the
+    next step fail for a reason that points elsewhere."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {said}")
+        await asyncio.sleep(0.005)
+    await pilot.pause()
+
+
 async def settle(pilot: Any, count: int | None = None) -> None:
     """Wait until the app applied every update its source had (or ``count`` of them), then for a repaint."""
     app = pilot.app
     expected = count if count is not None else len(app.source._updates)
-    for _ in range(400):
-        if app.updates_seen >= expected:
-            break
-        await asyncio.sleep(0.005)
-    await pilot.pause()
+    await wait_for(lambda: app.updates_seen >= expected, pilot,
+                   lambda: f"the app to apply {expected} updates (it applied {app.updates_seen})")  # fmt: skip
     await pilot.pause()
 
 
