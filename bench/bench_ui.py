@@ -33,7 +33,6 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import contextlib
 
 import psutil
 from textual.app import App, ComposeResult
@@ -83,7 +82,8 @@ async def time_oomtop(samples: list[Any], size: tuple[int, int], *, tune: bool, 
         clock = FrameClock(app)
         app.apply(samples[0])
         await pilot.pause()
-        tree.move_to(tree.rows[len(tree.rows) // 3].key)  # the cursor somewhere in the middle, as in real use
+        if not tree.move_to(tree.rows[len(tree.rows) // 3].key):  # the cursor in the middle, as in real use
+            raise RuntimeError("the first Sample's rows are not on screen")
         await pilot.pause()
         painted[0] = 0
         for sample in samples[1:]:
@@ -92,6 +92,8 @@ async def time_oomtop(samples: list[Any], size: tuple[int, int], *, tune: bool, 
             app.apply(sample)
             await settle(clock, pilot)
             idle, idle_cpu = time.perf_counter(), time.process_time()
+            if app.latest is not sample or len(tree.rows) < len(sample.cgroups):
+                raise RuntimeError(f"Sample {sample.seq} was applied but is not what the tree shows")
             frames = clock.frames
             # up to the last frame of this Sample (the pilot's own polling after it is not the app's work)
             result["wall"].append((frames[-1][0] if frames else idle) - wall)
@@ -146,9 +148,12 @@ class FrameClock:
         self.frames.clear()
         self.event.clear()
 
-    async def next_frame(self, timeout: float = 2.0) -> None:
-        with contextlib.suppress(TimeoutError):
+    async def next_frame(self, timeout: float = 5.0) -> None:
+        """The next frame; a Sample that never reaches the screen is an error, not a fast measurement."""
+        try:
             await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"no frame reached the terminal within {timeout:g} s of a new Sample") from None
 
 
 async def settle(clock: FrameClock, pilot: Any) -> None:
@@ -183,6 +188,8 @@ async def time_textual_tree(samples: list[Any], size: tuple[int, int]) -> dict[s
                 parents[row.key] = node
             tree.root.expand()
             await settle(clock, pilot)
+            if len(tree.root.children) == 0:
+                raise RuntimeError("the baseline Tree shows nothing")
             idle, idle_cpu = time.perf_counter(), time.process_time()
             frames = clock.frames
             result["wall"].append((frames[-1][0] if frames else idle) - wall)
