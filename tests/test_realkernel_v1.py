@@ -40,6 +40,7 @@ from tests.realkernel import (
     start_hog,
     start_trigger,
 )
+from tests.realkernel.kmsg import pace_oom
 from tests.realkernel.oracle import kernel_table_points, read_proc_memory
 from tests.realkernel.scenario import (
     HOG_OVERHEAD_PAGES,
@@ -286,17 +287,6 @@ def _failcnts(tree: TestHierarchy, paths: list[str]) -> dict[str, int]:
     return {p: int(read_file(tree.file(p, "memory.failcnt"))) for p in paths}
 
 
-_last_oom = [0.0]
-
-
-def _pace_oom_kills() -> None:
-    """Keep under the kernel's OOM report rate limit (burst 10 per 5 s) so each kill is logged in full."""
-    wait = _last_oom[0] + 0.55 - time.monotonic()
-    if wait > 0:
-        time.sleep(wait)
-    _last_oom[0] = time.monotonic()
-
-
 def _explain(scenario: Scenario, domain: str, hogs, verdict, oracle, kills) -> str:  # type: ignore[no-untyped-def]
     lines = [scenario.describe(), f"seed {SEED}; domain {domain}"]
     for i, hog in enumerate(hogs):
@@ -382,7 +372,7 @@ def _run_scenario(scenario: Scenario, binary: str, collector, file_dir: str) -> 
         subtree = [p for p in tree.created() if p == domain or p.startswith(domain + "/")]
         before = _oom_kill_counters(tree, subtree)
         failcnt_before = _failcnts(tree, subtree)
-        _pace_oom_kills()
+        pace_oom()
         kmsg = KmsgReader() if use_kmsg else None
         try:
             trigger = start_trigger(tree, binary, containers[scenario.trigger_container], cap)
@@ -519,7 +509,7 @@ def test_tie_goes_to_the_later_forked_task(hog_binary: str, collector) -> None: 
         sample = collector.sample()
         verdict = predict(sample).by_domain[container]
         cap = trigger_cap_mib((tree.limit(container) - tree.usage(container)) / MIB)  # type: ignore[operator]
-        _pace_oom_kills()
+        pace_oom()
         with KmsgReader() as kmsg:
             trigger = start_trigger(tree, hog_binary, container, cap)
             assert trigger.wait_for(b"D", 15.0) == b"D", "the trigger died"
@@ -567,7 +557,7 @@ def test_tie_across_containers_goes_to_the_later_created_container(  # type: ign
         sample = collector.sample()
         verdict = predict(sample).by_domain[pod.path]
         cap = trigger_cap_mib((tree.limit(pod.path) - tree.usage(pod.path)) / MIB)  # type: ignore[operator]
-        _pace_oom_kills()
+        pace_oom()
         with KmsgReader() as kmsg:
             trigger = start_trigger(tree, hog_binary, earlier, cap)
             assert trigger.wait_for(b"D", 15.0) == b"D", "the trigger died"

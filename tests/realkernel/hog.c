@@ -1,28 +1,35 @@
 /*
- * hog: a tiny memory hog for oomtop's real-kernel tests (built static when possible: small, steady rss_file).
+ * hog: a tiny memory hog for oomtop's real-kernel tests, the one source of both tiers: the cgroup v1 tests on the
+ * host (tests/realkernel/hog.py builds it) and the cgroup v2 tier's VM (tests/v2/harness.py builds it on the host
+ * before the boot).  Built static when possible: small, with a steady rss_file.
  *
- *   hog hog     <anon MiB> <go_fd> <ready_fd> [step KiB] [shmem MiB] [file MiB] [file dir]
- *   hog trigger <cap MiB>  <go_fd> <ready_fd> [step KiB]
+ *   hog hog     <anon MiB> <go_fd> <ready_fd> [shmem=MiB] [file=MiB] [dir=PATH] [name=COMM]
+ *   hog trigger <cap MiB>  <go_fd> <ready_fd> [step=KiB] [name=COMM]
+ *   hog twins   <MiB>      <go_fd> <ready_fd> [low=PID]
  *
- * Both modes first block on a one-byte read from go_fd: the parent moves the process into its cgroup and
- * sets its oom_score_adj, then writes the byte, so nothing is charged before the join.
+ * Every mode first blocks on a one-byte read from go_fd: the parent moves the process into its cgroup and
+ * sets its oom_score_adj, then writes the byte, so nothing is charged before the join.  name=COMM becomes the
+ * comm (PR_SET_NAME, before that read): "pause" for a pod's sandbox process, for instance; a trigger without
+ * one is called "oomtop-trigger".
  *
- * hog:     maps and touches <anon MiB> of private anonymous memory (RssAnon), optionally <shmem MiB> of a
- *          memfd mapping (RssShmem) and <file MiB> of an unnamed file in <file dir> written, mapped shared
- *          and mlocked so reclaim cannot take it back (RssFile); writes "R" to ready_fd; sleeps forever.
- * trigger: writes "S" to ready_fd, then maps and touches anonymous memory in steps (1 MiB by default) until
- *          it holds <cap MiB> (or is killed); at the cap it writes "D" and sleeps forever.  The cap bounds
- *          how much the trigger itself can weigh in the OOM killer's scan.
+ * hog:     maps and touches <anon MiB> of private anonymous memory (RssAnon; 0: none, like a pause process),
+ *          optionally shmem=MiB of a memfd mapping (RssShmem) and file=MiB of an unnamed file in dir=PATH
+ *          (default /tmp) written, mapped shared and mlocked so reclaim cannot take it back (RssFile); writes
+ *          "R" to ready_fd.  Then it serves go_fd: each further "p" read there touches one more page and
+ *          answers "P"; "s" maps, touches and unmaps one page and answers "Y" -- the unmap makes the kernel
+ *          fold this task's cached rss deltas into the mm's counters (6.1 batches up to 64 faults per task),
+ *          so /proc and the OOM killer then see its exact rss.  At EOF on go_fd it sleeps forever.
+ * trigger: writes "S" to ready_fd, then maps and touches anonymous memory in steps (step=KiB, 1 MiB by
+ *          default) until it holds <cap MiB> (or is killed); at the cap it writes "D" and sleeps forever.  The
+ *          cap bounds how much the trigger itself can weigh in the OOM killer's scan.
+ * twins:   forks two children inside its cgroup that allocate the same <MiB> of anonymous memory the same way:
+ *          the first with an ordinary pid, the second ~30 ms later with clone3(set_tid) at low=PID (or any free
+ *          pid below the first's when it is 0, absent, not lower, or taken), so pid order and fork (= the
+ *          kernel's scan) order disagree.  Writes "T <pid1> <pid2>\n" to ready_fd, sleeps.  Run it pinned to
+ *          one CPU so both children's per-cpu rss counters end up identical.
  *
- * twins:   (hog twins <MiB> <go_fd> <ready_fd> <step> <shmem> <file> <dir> <low pid>) forks two children
- *          inside its cgroup that allocate the same <MiB> of anonymous memory the same way: the first with an
- *          ordinary pid, the second ~30 ms later with clone3(set_tid) at <low pid> (or any free pid below the
- *          first's when <low pid> is 0, not lower, or taken), so pid order and
- *          fork (= the kernel's scan) order disagree.  Writes "T <pid1> <pid2>\n" to ready_fd, sleeps.
- *          Run it pinned to one CPU so both children's per-cpu rss counters end up identical.
- *
- * On failure it writes "E" and exits non-zero.  It dies with its parent (PR_SET_PDEATHSIG), so a crashed
- * test run leaves no hogs behind.
+ * On failure it writes "E" (and why on stderr) and exits non-zero.  It dies with its parent
+ * (PR_SET_PDEATHSIG), so a crashed test run leaves no hogs behind.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -167,10 +174,27 @@ static void twins(long mib, long page, pid_t low, int ready_fd)
     dprintf(ready_fd, "T %d %d\n", (int)first, (int)second);
 }
 
+static const char *option(int argc, char **argv, const char *key)
+{
+    size_t len = strlen(key);
+    for (int i = 5; i < argc; i++)
+        if (strncmp(argv[i], key, len) == 0 && argv[i][len] == '=')
+            return argv[i] + len + 1;
+    return NULL;
+}
+
+static long option_long(int argc, char **argv, const char *key, long fallback)
+{
+    const char *value = option(argc, argv, key);
+    return value && *value ? strtol(value, NULL, 10) : fallback;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s hog|trigger <MiB> <go_fd> <ready_fd> [step KiB] [shmem MiB] [file MiB] [dir]\n",
+        fprintf(stderr,
+                "usage: %s hog|trigger|twins <MiB> <go_fd> <ready_fd> [step=KiB] [shmem=MiB] [file=MiB] [dir=PATH]"
+                " [name=COMM] [low=PID]\n",
                 argv[0]);
         return 2;
     }
@@ -178,15 +202,23 @@ int main(int argc, char **argv)
     long mib = strtol(argv[2], NULL, 10);
     int go_fd = atoi(argv[3]);
     int ready_fd = atoi(argv[4]);
-    long step_kib = argc > 5 ? strtol(argv[5], NULL, 10) : 1024;
-    long shmem_mib = argc > 6 ? strtol(argv[6], NULL, 10) : 0;
-    long file_mib = argc > 7 ? strtol(argv[7], NULL, 10) : 0;
-    const char *file_dir = argc > 8 ? argv[8] : "/tmp";
+    long step_kib = option_long(argc, argv, "step", 1024);
+    long shmem_mib = option_long(argc, argv, "shmem", 0);
+    long file_mib = option_long(argc, argv, "file", 0);
+    const char *file_dir = option(argc, argv, "dir");
+    const char *name = option(argc, argv, "name");
     long page = sysconf(_SC_PAGESIZE);
+
+    if (file_dir == NULL || !*file_dir)
+        file_dir = "/tmp";
+    if ((name == NULL || !*name) && strcmp(mode, "trigger") == 0)
+        name = "oomtop-trigger";
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         return 4; /* the parent is already gone */
+    if (name && *name)
+        prctl(PR_SET_NAME, name);
 
     char c;
     ssize_t n;
@@ -195,7 +227,6 @@ int main(int argc, char **argv)
     } while (n < 0 && errno == EINTR);
     if (n != 1)
         return 3; /* the parent gave up before the handshake */
-    close(go_fd);
 
     if (strcmp(mode, "hog") == 0) {
         if (mib > 0 && anon((size_t)mib << 20, page) == NULL)
@@ -205,10 +236,27 @@ int main(int argc, char **argv)
         if (file_mib > 0)
             filemap((size_t)file_mib << 20, file_dir, ready_fd);
         say(ready_fd, 'R');
+        for (;;) { /* serve go_fd until the parent closes it */
+            do {
+                n = read(go_fd, &c, 1);
+            } while (n < 0 && errno == EINTR);
+            if (n != 1)
+                break;
+            if (c == 'p') {
+                say(ready_fd, anon((size_t)page, page) ? 'P' : 'E');
+            } else if (c == 's') {
+                char *q = anon((size_t)page, page);
+                if (q)
+                    munmap(q, (size_t)page);
+                say(ready_fd, q ? 'Y' : 'E');
+            }
+        }
+        close(go_fd);
     } else if (strcmp(mode, "twins") == 0) {
-        twins(mib, page, (pid_t)(argc > 9 ? atol(argv[9]) : 0), ready_fd);
+        close(go_fd);
+        twins(mib, page, (pid_t)option_long(argc, argv, "low", 0), ready_fd);
     } else if (strcmp(mode, "trigger") == 0) {
-        prctl(PR_SET_NAME, "oomtop-trigger");
+        close(go_fd);
         say(ready_fd, 'S');
         size_t step = (size_t)step_kib << 10;
         size_t cap = (size_t)mib << 20, held = 0;

@@ -32,11 +32,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.realkernel.hog import build_hog  # the one hog.c of both tiers: tests/realkernel/hog.c
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VM_SH = HERE / "vm.sh"
 GUEST_DIR = HERE / "guest"
-HOG_SOURCE = HERE / "hog.c"
 REQUIRE_ENV = "OOMTOP_REQUIRE_REAL_KERNEL"
 SWITCH_ENV = "OOMTOP_V2VM"
 DEFAULT_ROUNDS = 20
@@ -138,18 +139,6 @@ def prepare(timeout: float = 1200) -> tuple[bool, str]:
     return False, f"vm.sh --prepare failed (exit {done.returncode}): {text[-3000:]}"
 
 
-def build_hog(directory: Path) -> Path:
-    out = directory / "hog"
-    errors = []
-    for extra in (["-static"], []):
-        cmd = ["gcc", "-O2", *extra, "-o", str(out), str(HOG_SOURCE)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return out
-        errors.append(f"{' '.join(cmd)}: {done.stderr.strip()}")
-    raise RuntimeError("cannot build the hog: " + " | ".join(errors))
-
-
 @dataclass
 class GuestRun:
     """One VM boot and the guest session's report."""
@@ -233,7 +222,7 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
     """Boot the VM once and run the guest tests (all, or the ``selected`` node ids) inside it."""
     workdir = Path(tempfile.mkdtemp(prefix="oomtop-v2vm-")).resolve()
     run = GuestRun(seed, rounds, workdir)
-    hog = build_hog(workdir)
+    hog = build_hog(str(workdir))  # before the boot: the guest runs the host's gcc output from the share
     report = workdir / "report.json"
     started = workdir / "started"
     rel = os.path.relpath(GUEST_DIR, ROOT)

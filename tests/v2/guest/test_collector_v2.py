@@ -24,11 +24,12 @@ from v2lib import (
     fs,
     kubelet_adj,
     mem_total_bytes,
-    pace_oom,
-    proc_memory,
     read,
     read_kv,
 )
+
+from tests.realkernel.kmsg import pace_oom
+from tests.realkernel.oracle import read_proc_memory
 
 NAMINGS = ["cgroupfs", "systemd"]
 REQUESTS_MIB = {"nginx": 256, "sidecar": 32}  # the Burstable containers' memory requests
@@ -88,7 +89,7 @@ def _task_problems(sample, procs) -> list[str]:  # type: ignore[no-untyped-def]
         if task is None:
             problems.append(f"{label}: missing from sample.tasks")
             continue
-        kernel = proc_memory(proc.pid)
+        kernel = read_proc_memory(proc.pid)
         if task.cgroup != proc.cgroup:
             problems.append(f"{label}: cgroup {task.cgroup!r}, expected {proc.cgroup!r}")
         if task.comm != proc.name:
@@ -233,7 +234,7 @@ def _breach_high(tree: KubeTree, leaf) -> None:  # type: ignore[no-untyped-def]
     current = int(read(fs(leaf.path) + "/memory.current"))
     tree.set(leaf.path, "memory.high", current + MIB // 2)
     trigger = tree.start_trigger(leaf, 1, name="over-high")
-    assert trigger.wait_for(120.0) == b"D", "the memory.high trigger did not reach its cap"
+    assert trigger.wait_for(b"D", 120.0) == b"D", "the memory.high trigger did not reach its cap"
 
 
 @pytest.mark.parametrize("naming", NAMINGS)

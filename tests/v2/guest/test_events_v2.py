@@ -47,7 +47,9 @@ from evlib import (
     rmdir_when_empty,
 )
 from plan import trigger_cap_mib
-from v2lib import CGROUP_ROOT, MIB, KubeTree, fs, pace_oom, read, read_kv, write
+from v2lib import CGROUP_ROOT, MIB, KubeTree, fs, read, read_kv, write
+
+from tests.realkernel.kmsg import pace_oom
 
 KILLS = int(os.environ.get("OOMTOP_V2_EVENT_KILLS") or 10)
 EVENT_TIMEOUT_S = 15.0  # the VM is slow: a generous bound for an event to come at all
@@ -138,7 +140,7 @@ def test_inotify_wakeup_on_kill(record_property) -> None:  # type: ignore[no-unt
                     if path not in woke and read_kv(fs(path) + "/memory.events").get("oom_kill", 0) >= 1:
                         woke[path] = now
             status = victim.status(10.0)
-            trigger.wait_for(30.0)  # "D" at its cap
+            trigger.wait_for(b"D", 30.0)  # "D" at its cap
             time.sleep(0.3)  # late notifications (kernfs sends them at most every 20 ms per file)
             late = time.monotonic()
             for path in wakeups.drain():
@@ -251,7 +253,7 @@ def group_kill(watchers: Watchers) -> GroupKill:
         time.sleep(max(0.0, NAMES_REFRESH_S + 1.2 - (time.monotonic() - made)))  # names: test_driven_early_kill_named
         pace_oom()
         trigger = tree.start_trigger(leaf, 60, name="trigger")
-        trigger.wait_for(30.0)
+        trigger.wait_for(b"D", 30.0)
         statuses = {p.pid: p.status(5.0) for p in (member, trigger)}
         pids = {member.pid, spared.pid, trigger.pid}
         watchers.log.wait_until(

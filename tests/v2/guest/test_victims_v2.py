@@ -19,17 +19,10 @@ import os
 import plan
 import pytest
 from figures import sample_against_kernel
-from v2lib import (
-    Kmsg,
-    KubeTree,
-    fs,
-    mem_total_bytes,
-    oom_reports,
-    pace_oom,
-    proc_memory,
-    read,
-    wait_kills,
-)
+from v2lib import KubeTree, fs, mem_total_bytes, read
+
+from tests.realkernel.kmsg import KmsgReader, collect_kills, pace_oom
+from tests.realkernel.oracle import read_proc_memory
 
 SEED = int(os.environ.get("OOMTOP_V2_SEED") or 1)
 ROUNDS = int(os.environ.get("OOMTOP_V2_ROUNDS") or 20)
@@ -94,7 +87,7 @@ def _explain(rnd, domain, tree, verdict, oracle, kills, statuses, extra="") -> s
         )
     for n, k in enumerate(kills or ()):
         lines.append(
-            f"  kernel decision {n + 1}: victim {k.victim}, killed {k.killed}, oom_memcg {k.oom_memcg}, "
+            f"  kernel decision {n + 1}: victim {k.pid}, killed {k.killed}, oom_memcg {k.oom_memcg}, "
             f"group {k.group_path}"
         )
         lines.extend("    " + line for line in k.text)
@@ -130,7 +123,7 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
         limit = int(read(fs(domain) + "/memory.max"))
         totalpages = limit // os.sysconf("SC_PAGE_SIZE")
         in_domain = [p for p in tree.processes if p.cgroup == domain or p.cgroup.startswith(domain + "/")]
-        kernel_view = {p.pid: proc_memory(p.pid) for p in tree.processes}
+        kernel_view = {p.pid: read_proc_memory(p.pid) for p in tree.processes}
         oracle = {pid: memory.points(totalpages) for pid, memory in kernel_view.items()}
         headroom_mib = (limit - int(read(fs(domain) + "/memory.current"))) / (1 << 20)
         cap = plan.trigger_cap_mib(headroom_mib)
@@ -151,10 +144,10 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
 
         # Push the domain over its limit and see whom the kernel kills.
         pace_oom()
-        with Kmsg() as kmsg:
+        with KmsgReader() as kmsg:
             trigger = tree.start_trigger(trigger_leaf, cap, name="trigger")
-            trigger.wait_for(60.0)  # "D" at its cap, or b"" when it died with the victim's group
-            kills = [k for k in wait_kills(kmsg, 1, 10.0) if k.victim in {p.pid for p in tree.processes}]
+            trigger.wait_for(b"D", 60.0)  # "D" at its cap, or b"" when it died with the victim's group
+            kills = [k for k in collect_kills(kmsg, 1, 10.0) if k.pid in {p.pid for p in tree.processes}]
             log_lines = list(kmsg.lines)
         # The kernel's first choice is the one predicted.  Now and then the kernel kills a second time in the same
         # push: its task table then lists the first victim gone while memory.current is still at the limit --
@@ -176,8 +169,8 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
             else set()
         )
         if len(kills) > 1:
-            outcome["oom_reports"] = oom_reports(log_lines)  # evidence: usage at the limit, listed rss far below
-            outcome["decisions"] = [(k.victim, k.oom_memcg, k.killed) for k in kills]
+            outcome["oom_reports"] = [k.figures() for k in kills]  # evidence: usage at the limit, listed rss far below
+            outcome["decisions"] = [(k.pid, k.oom_memcg, k.killed) for k in kills]
         outcome.update(
             ran=kill is not None,
             domain=domain,
@@ -185,7 +178,7 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
             later_kills=len(kills) - 1,
             predicted_group=sorted(expected_killed),
             group_path=group_cgroup,
-            kernel_victim=kill and kill.victim,
+            kernel_victim=kill and kill.pid,
             kernel_killed=sorted(killed),
             kernel_group_path=kill and kill.group_path,
             oracle_victim=expected.pid,
@@ -193,19 +186,16 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
         if kill is not None:
             # Figures for the note: rounds where adj (not size) decided, and where the global
             # /proc/<pid>/oom_score would not have named the victim (not the unique maximum).
-            rss = {
-                p.pid: kernel_view[p.pid].rss_anon_kb + kernel_view[p.pid].rss_file_kb + kernel_view[p.pid].rss_shmem_kb
-                for p in in_domain
-            }
-            outcome["adj_decided"] = max(rss, key=rss.__getitem__) != kill.victim
+            rss = {p.pid: kernel_view[p.pid].rss_kb for p in in_domain}
+            outcome["adj_decided"] = max(rss, key=rss.__getitem__) != kill.pid
             scores = {p.pid: kernel_view[p.pid].oom_score for p in in_domain}
             top = [pid for pid, score in scores.items() if score == max(scores.values())]
-            outcome["proc_oom_score_wrong"] = top != [kill.victim]
+            outcome["proc_oom_score_wrong"] = top != [kill.pid]
             outcome["protected_in_group"] = group_cgroup is not None and any(
                 p.adj == -1000 and (p.cgroup == group_cgroup or p.cgroup.startswith(group_cgroup + "/"))
                 for p in tree.processes
             )
-            outcome["victim_right"] = kill.victim == verdict.victim.pid
+            outcome["victim_right"] = kill.pid == verdict.victim.pid
             outcome["group_right"] = killed == expected_killed
 
         kernel_log = "--- kernel log ---\n" + "\n".join(line for line in log_lines if not line.startswith(" "))
@@ -216,13 +206,11 @@ def test_round(index: int, collector, record_property) -> None:  # type: ignore[
         )
         if kill.oom_memcg is not None:
             assert kill.oom_memcg == domain, f"the kernel's OOM domain is {kill.oom_memcg}, not {domain}:\n{report}"
-        assert kill.victim == expected.pid, (
-            f"the oracle expected {expected.pid}, the kernel chose {kill.victim}:\n{report}"
-        )
+        assert kill.pid == expected.pid, f"the oracle expected {expected.pid}, the kernel chose {kill.pid}:\n{report}"
 
         # The checks that matter: oomtop named the kernel's first choice, and the whole group it kills.
-        assert verdict.victim.pid == kill.victim, (
-            f"oomtop predicted pid {verdict.victim.pid}, the kernel killed pid {kill.victim} first:\n{report}"
+        assert verdict.victim.pid == kill.pid, (
+            f"oomtop predicted pid {verdict.victim.pid}, the kernel killed pid {kill.pid} first:\n{report}"
         )
         assert kill.group_path == group_cgroup, (
             f"oomtop's oom.group {group_cgroup}, the kernel's {kill.group_path}:\n{report}"
@@ -260,7 +248,7 @@ def test_tie_later_scanned_wins(naming: str, collector, record_property) -> None
         for _ in range(20):  # even them out to the page (6.1 folds per-task rss deltas in only every 64 faults)
             a.sync_rss()
             b.sync_rss()
-            points = {p.pid: proc_memory(p.pid).points(totalpages) for p in (a, b)}
+            points = {p.pid: read_proc_memory(p.pid).points(totalpages) for p in (a, b)}
             if points[a.pid] == points[b.pid]:
                 break
             behind = a if points[a.pid] < points[b.pid] else b
@@ -269,15 +257,15 @@ def test_tie_later_scanned_wins(naming: str, collector, record_property) -> None
         assert points[a.pid] == points[b.pid], f"could not make an exact tie: points {points}"
         sample = collector.sample()
         verdict = predict(sample).by_domain[pod.path]
-        assert {p.pid: proc_memory(p.pid).points(totalpages) for p in (a, b)} == points, "points moved"
+        assert {p.pid: read_proc_memory(p.pid).points(totalpages) for p in (a, b)} == points, "points moved"
         pace_oom()
-        with Kmsg() as kmsg:
+        with KmsgReader() as kmsg:
             headroom = (64 * mib - int(read(fs(pod.path) + "/memory.current"))) / mib
             trigger = tree.start_trigger(spare, plan.trigger_cap_mib(headroom), name="trigger")
-            trigger.wait_for(60.0)
-            kills = [k for k in wait_kills(kmsg, 1, 10.0) if k.victim in (a.pid, b.pid)]
+            trigger.wait_for(b"D", 60.0)
+            kills = [k for k in collect_kills(kmsg, 1, 10.0) if k.pid in (a.pid, b.pid)]
         assert kills, "no kill of a or b in the kernel log"
-        assert kills[0].victim == b.pid, f"the kernel chose {kills[0].victim}, not the later-scanned {b.pid} ({points})"
+        assert kills[0].pid == b.pid, f"the kernel chose {kills[0].pid}, not the later-scanned {b.pid} ({points})"
         assert verdict.victim is not None and verdict.victim.pid == b.pid, (
             f"oomtop predicted {verdict.victim and verdict.victim.pid}; the kernel chose the later-scanned {b.pid} "
             f"on a tie ({points}); candidates {[(c.task.pid, c.points) for c in verdict.candidates]}"
