@@ -15,7 +15,9 @@ from oomtop.collect.poller import DEFAULT_INTERVAL_S, MIN_INTERVAL_S
 
 if TYPE_CHECKING:
     from oomtop.lab.runner import LabView
-    from oomtop.source import Source
+    from oomtop.record.reader import Recording
+    from oomtop.source import Notice, Source
+    from oomtop.ui.themes import Catalogue
 
 
 class UsageError(Exception):
@@ -168,7 +170,7 @@ def run_once(config: CollectorConfig, as_json: bool) -> int:
 
 
 def kmsg_path(args: argparse.Namespace) -> str | None:
-    value = getattr(args, "kmsg", None)
+    value: str | None = getattr(args, "kmsg", None)
     if value == "none":
         return None
     if value:
@@ -221,7 +223,7 @@ def list_themes() -> int:
     return 0
 
 
-def app_setup(args: argparse.Namespace, no_terminal: str):  # type: ignore[no-untyped-def]
+def app_setup(args: argparse.Namespace, no_terminal: str) -> tuple[str, Catalogue, list[Notice]]:
     """Theme, theme catalogue and start-up notices for the app; a UsageError without a terminal."""
     from oomtop.source import Notice
     from oomtop.ui.themes import discover, resolve
@@ -233,7 +235,7 @@ def app_setup(args: argparse.Namespace, no_terminal: str):  # type: ignore[no-un
         raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError(no_terminal)
-    notices = []
+    notices: list[Notice] = []
     if problem is not None:  # a broken theme file: one line, then the default theme
         print(f"oomtop: {problem}", file=sys.stderr)
         notices.append(Notice(problem, "theme"))
@@ -286,7 +288,7 @@ def run_record(args: argparse.Namespace, config: CollectorConfig) -> int:
     return asyncio.run(record_headless(source, recorder, args.duration, args.file))
 
 
-def open_recording(path: str):  # type: ignore[no-untyped-def]
+def open_recording(path: str) -> Recording:
     from oomtop.record.reader import Recording, RecordingError
 
     try:
@@ -318,7 +320,7 @@ def run_replay(args: argparse.Namespace) -> int:
         recording.close()
 
 
-def run_replay_ui(recording, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def run_replay_ui(recording: Recording, args: argparse.Namespace) -> int:
     """The live view over a recording, with its timeline."""
     from oomtop.record.replay import ReplaySource
 

@@ -9,7 +9,9 @@ the kernel only updates every 2 s) are read on the slow tick.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from oomtop.collect.files import FdBudget, KeptFile, read_once
 from oomtop.model import Cgroup, Identity, Pressure
@@ -17,6 +19,8 @@ from oomtop.model import Cgroup, Identity, Pressure
 # v1 reports "no limit" as LONG_MAX rounded down to a page (9223372036854771712 with 4 KiB pages).  Anything at
 # or above 2**62 is no real limit on any machine.
 UNLIMITED_FLOOR = 1 << 62
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,7 @@ class CgroupReader:
         self._budget = budget
         self._files: dict[str, KeptFile | None] = {}
         self._raw: dict[str, bytes] = {}
-        self._parsed: dict[str, object] = {}
+        self._parsed: dict[str, Any] = {}  # each file's last parse: its type depends on the file (see _value)
         self._dirty = False
         self.active = True
         self.denied: set[str] = set()  # files this process may not read
@@ -202,7 +206,7 @@ class CgroupReader:
 
     def _read(self, name: str) -> bytes | None:
         """A file's bytes; None when this kernel does not have it; CgroupGone when the cgroup vanished."""
-        handle = self._files.get(name, False)
+        handle: KeptFile | Literal[False] | None = self._files.get(name, False)
         if handle is None:
             return None
         try:
@@ -211,7 +215,7 @@ class CgroupReader:
                 # once a second: a kept descriptor would never see a process join.  Open it afresh each time.
                 budget = None if name == "cgroup.procs" and self.hierarchy.version == 1 else self._budget
                 handle = self._files[name] = KeptFile(os.path.join(self.directory, name), budget)
-            return handle.read()  # type: ignore[union-attr]
+            return handle.read()
         except FileNotFoundError:
             if not os.path.isdir(self.directory):
                 raise CgroupGone(self.path) from None
@@ -245,15 +249,17 @@ class CgroupReader:
             changed, raw = self._changed(name)
             if changed or name not in self._parsed:
                 self._parsed[name] = parse_flat_keyed(raw) if raw is not None else {}
-        return self._parsed[name]  # type: ignore[return-value]
+        keyed: dict[str, int] = self._parsed[name]
+        return keyed
 
-    def _value(self, name: str, parse, now: bool = True) -> object:  # type: ignore[no-untyped-def]
+    def _value(self, name: str, parse: Callable[[bytes], _T], now: bool = True) -> _T | None:
         """A one-value file, re-read when ``now`` (else the last parse), re-parsed only on new bytes."""
         if now or name not in self._parsed:
             changed, raw = self._changed(name)
             if changed or name not in self._parsed:
                 self._parsed[name] = parse(raw) if raw is not None else None
-        return self._parsed[name]
+        value: _T | None = self._parsed[name]  # a file is always parsed by the same function
+        return value
 
     def read(self, slow: bool, pid_filter: PidFilter) -> Cgroup:
         """This cgroup's figures now.
@@ -267,7 +273,8 @@ class CgroupReader:
         cgroup = self._read_v1(slow, pid_filter) if self.hierarchy.version == 1 else self._read_v2(slow, pid_filter)
         self.active = self._dirty
         if cgroup is None:
-            return self.last  # type: ignore[return-value]
+            assert self.last is not None  # _read_v1/_read_v2 return None only when there is a last Cgroup
+            return self.last
         self.last = cgroup
         return cgroup
 
@@ -281,7 +288,8 @@ class CgroupReader:
             changed, raw = self._changed(name)
             if changed or name not in self._parsed:
                 self._parsed[name] = parse_stat_keys(raw, keys) if raw is not None else {}
-        return self._parsed[name]  # type: ignore[return-value]
+        stat: dict[str, int] = self._parsed[name]
+        return stat
 
     def _peak_due(self, slow: bool, usage: int) -> bool:
         last = self.last
@@ -298,21 +306,21 @@ class CgroupReader:
         stat = self._stat("memory.stat", V1_STAT_KEYS, now=self._dirty or slow)
         oom_control = self._keyed("memory.oom_control")
         limit = None if self.is_root else self._value("memory.limit_in_bytes", parse_v1_limit, slow)
-        peak = self._value("memory.max_usage_in_bytes", parse_int, self._peak_due(slow, usage))  # type: ignore[arg-type]
+        peak = self._value("memory.max_usage_in_bytes", parse_int, self._peak_due(slow, usage))
         failcnt = self._value("memory.failcnt", parse_int, slow)
         memsw = self._value("memory.memsw.limit_in_bytes", parse_v1_limit, slow)
         if not self._dirty and self.last is not None:
             return None
         swap_limit = None
         if memsw is not None and limit is not None:
-            swap_limit = max(0, memsw - limit)  # type: ignore[operator]
+            swap_limit = max(0, memsw - limit)
         return Cgroup(
             path=self.path,
-            usage_bytes=usage,  # type: ignore[arg-type]
-            limit_bytes=limit,  # type: ignore[arg-type]
+            usage_bytes=usage,
+            limit_bytes=limit,
             high_bytes=None,
-            peak_bytes=peak,  # type: ignore[arg-type]
-            failcnt=failcnt,  # type: ignore[arg-type]
+            peak_bytes=peak,
+            failcnt=failcnt,
             anon_bytes=stat.get("total_rss", 0),
             file_bytes=stat.get("total_cache", 0),
             inactive_file_bytes=stat.get("total_inactive_file", 0),
@@ -347,7 +355,8 @@ class CgroupReader:
             oom_group = None
             peak = None
         else:
-            usage = current  # type: ignore[assignment]
+            assert current is not None  # raised CgroupGone above
+            usage = current
             events = self._keyed("memory.events")
             local = self._keyed("memory.events.local")
             limit = self._value("memory.max", parse_v2_limit, slow)
@@ -365,22 +374,22 @@ class CgroupReader:
         return Cgroup(
             path=self.path,
             usage_bytes=usage,
-            limit_bytes=limit,  # type: ignore[arg-type]
-            high_bytes=high,  # type: ignore[arg-type]
-            peak_bytes=peak,  # type: ignore[arg-type]
+            limit_bytes=limit,
+            high_bytes=high,
+            peak_bytes=peak,
             failcnt=events.get("max") if events else None,
             anon_bytes=stat.get("anon", 0),
             file_bytes=stat.get("file", 0),
             inactive_file_bytes=stat.get("inactive_file", 0),
             shmem_bytes=stat.get("shmem", 0),
-            swap_bytes=swap,  # type: ignore[arg-type]
-            swap_limit_bytes=swap_limit,  # type: ignore[arg-type]
+            swap_bytes=swap,
+            swap_limit_bytes=swap_limit,
             oom_events=events.get("oom", 0),
             oom_kills=events.get("oom_kill", 0),
             oom_kills_local=local.get("oom_kill") if local else None,
             oom_group=oom_group,
             under_oom=False,
-            pressure=pressure,  # type: ignore[arg-type]
+            pressure=pressure,
             pids=pids,
             identity=self.identity,
             oom_group_kills=events.get("oom_group_kill", 0),

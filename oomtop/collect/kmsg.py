@@ -133,7 +133,9 @@ def _parse_line(line: str, now: float) -> tuple[LogRecord, str] | None:
     m = _KMSG.fullmatch(line)
     if m:
         return LogRecord(int(m[2]), int(m[3]), None, m[4]), "kmsg"
-    line = line[_PREFIX.match(line).end() :]  # type: ignore[union-attr] # dmesg -r "<6>", dmesg -x "kern  :info  : "
+    prefix = _PREFIX.match(line)  # dmesg -r "<6>", dmesg -x "kern  :info  : "
+    assert prefix is not None  # every part of _PREFIX is optional: it matches at the start of any line
+    line = line[prefix.end() :]
     m = _DMESG.fullmatch(line)
     if m:
         text = m[3]

@@ -22,6 +22,7 @@ import select
 import time
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,7 +39,7 @@ from oomtop.collect.identity import NodeNames, identify
 from oomtop.collect.kmsg import LogRecord, OomParser, parse_kmsg_record
 from oomtop.collect.procfs import parse_memory_cgroup
 from oomtop.collect.wakeups import OomWakeups, WakeupsUnavailable
-from oomtop.model import KilledTask, OomEvent, Sample
+from oomtop.model import ContainerRef, KilledTask, OomEvent, PodRef, Sample
 from oomtop.rank import is_under, predict
 
 LOG_MATCH_WINDOW_S = 10.0  # a counter increment and a log event this far apart are not the same kill
@@ -629,7 +630,7 @@ class OomWatcher:
         path = parse_memory_cgroup(text, version)
         return path if path and path != "/" else None
 
-    def _emit_logged(self, event: OomEvent, extra_sources: set[str] = frozenset()) -> OomEvent:  # type: ignore[assignment]
+    def _emit_logged(self, event: OomEvent, extra_sources: AbstractSet[str] = frozenset()) -> OomEvent:
         now = self._monotonic()
         event = self._where_it_lived(event)
         if event.kind == "memcg" and event.oom_cgroup is None and event.task_cgroup:
@@ -684,7 +685,7 @@ class OomWatcher:
             source=event.source or ("kmsg",),
         )
 
-    def _identity(self, path: str | None, refresh: bool = True):  # type: ignore[no-untyped-def]
+    def _identity(self, path: str | None, refresh: bool = True) -> tuple[PodRef | None, ContainerRef | None]:
         if not path:
             return None, None
         for sample in reversed(self._samples):

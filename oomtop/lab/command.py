@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 SCENARIO_NAMES = ("seed", "qos", "multi", "random")
 
 
-def add_parser(commands) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     lab = commands.add_parser(
         "lab",
         help="reproduce Kubernetes OOM kills on this kernel and check oomtop's predictions",

@@ -83,7 +83,7 @@ def pod_limit(containers: Sequence[Resources]) -> int | None:
     """The pod cgroup's memory limit: the sum of the containers' limits, when every container has one."""
     if not containers or any(c.limit_bytes is None for c in containers):
         return None
-    return sum(c.limit_bytes for c in containers)  # type: ignore[misc]
+    return sum(c.limit_bytes for c in containers if c.limit_bytes is not None)  # all of them (checked above)
 
 
 def container_adj(qos: QosClass, resources: Resources, capacity_bytes: int) -> int:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from oomtop.lab.kubelet import (
     SANDBOX_ADJ,
@@ -27,6 +28,10 @@ from oomtop.lab.kubelet import (
 from oomtop.lab.layout import CgroupTree, memory_cgroup_of
 from oomtop.lab.procs import LabProcess, Pipes, hog_argv
 from oomtop.model import QosClass
+
+if TYPE_CHECKING:
+    from oomtop.lab.runtime_plain import PlainRuntime
+    from oomtop.lab.runtime_runc import RuncRuntime
 
 MIB = 1 << 20
 READY_TIMEOUT_S = 20.0
@@ -87,7 +92,9 @@ def container_id() -> str:
 class LabNode:
     """The lab's kubelet: pod cgroups, limits and adj values, and the processes of every container."""
 
-    def __init__(self, tree: CgroupTree, runtime, policy: AdjPolicy, capacity_bytes: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, tree: CgroupTree, runtime: PlainRuntime | RuncRuntime, policy: AdjPolicy, capacity_bytes: int
+    ) -> None:
         self.tree = tree
         self.layout = tree.layout
         self.runtime = runtime

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
+from typing import overload
 
 from oomtop.model import OomEvent, Sample
 from oomtop.rank import is_under
@@ -174,13 +175,21 @@ class LabSource:
                 update = await queue.get()
                 if update is _END:
                     return
-                yield update  # type: ignore[misc]
+                yield update  # type: ignore[misc]  # the queue holds Updates and the _END sentinel, so it is typed object
         finally:
             pump.cancel()
             self.tracker.end()
 
     def close(self) -> None:
         self.inner.close()
+
+
+@overload
+def _strip(path: str, prefix: str) -> str: ...
+@overload
+def _strip(path: None, prefix: str) -> None: ...
+@overload
+def _strip(path: str | None, prefix: str) -> str | None: ...
 
 
 def _strip(path: str | None, prefix: str) -> str | None:
@@ -195,11 +204,9 @@ def strip_sample(sample: Sample, prefix: str) -> Sample:
     """The Sample as if the lab's parent cgroup were the node's root: ``/oomtop-lab/kubepods/...`` becomes
     ``/kubepods/...`` (the lab parent itself is left out; the root keeps the node's figures)."""
     cgroups = tuple(
-        replace(cgroup, path=_strip(cgroup.path, prefix))  # type: ignore[arg-type]
-        for cgroup in sample.cgroups
-        if cgroup.path != prefix
+        replace(cgroup, path=_strip(cgroup.path, prefix)) for cgroup in sample.cgroups if cgroup.path != prefix
     )
-    tasks = tuple(replace(task, cgroup=_strip(task.cgroup, prefix)) for task in sample.tasks)  # type: ignore[arg-type]
+    tasks = tuple(replace(task, cgroup=_strip(task.cgroup, prefix)) for task in sample.tasks)
     return replace(sample, cgroups=cgroups, tasks=tasks)
 
 

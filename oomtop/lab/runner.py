@@ -45,8 +45,8 @@ from oomtop.lab.observe import LabSource, StrippedSource, Tracker
 from oomtop.lab.procs import LabProcess
 from oomtop.lab.runtime_plain import PlainRuntime
 from oomtop.lab.runtime_runc import RuncRuntime
-from oomtop.lab.truth import GroupKill, KernelLog, Killed, Summary
-from oomtop.model import CgroupKind, OomEvent, QosClass, Sample
+from oomtop.lab.truth import GroupKill, KernelLog, Killed, Record, Summary
+from oomtop.model import Cgroup, CgroupKind, OomEvent, QosClass, Sample
 from oomtop.rank import DomainVerdict, is_under, predict
 from oomtop.source import Notice, Source
 from oomtop.text import format_bytes, printable
@@ -128,7 +128,7 @@ class KillCheck:
         return self.expected_pid is None or self.follow_up or self.victim_pid == self.expected_pid
 
 
-def _named(cgroup, container: object) -> bool:  # type: ignore[no-untyped-def]
+def _named(cgroup: Cgroup | None, container: object) -> bool:
     """Whether oomtop already names the container's cgroup from the lab's bundles (pod, and container or sandbox)."""
     if cgroup is None or not isinstance(container, Container):
         return False
@@ -426,7 +426,7 @@ class Session:
         self.klog.poll()  # what came before is not this episode's
         started = time.monotonic()
         trigger = action()
-        records: list = []
+        records: list[Record] = []
         first_kill_seen: float | None = None
         done_at: float | None = None
         deadline = started + timeout_s + self.pace_s * trigger.mib / 100
@@ -495,7 +495,12 @@ class Session:
         return layout.owns(record.path)
 
     def _assemble(
-        self, records: list, before: dict, after: dict, started: float, expect: LabProcess | None
+        self,
+        records: list[Record],
+        before: dict[str, dict[str, int]],
+        after: dict[str, dict[str, int]],
+        started: float,
+        expect: LabProcess | None,
     ) -> list[KillCheck]:
         """Group the kernel's kill lines into OOM decisions and predict each from the last Sample before it."""
         assert self.node is not None and self.tree is not None
@@ -584,9 +589,9 @@ class Session:
     def _domain(
         self,
         victim: Killed,
-        summaries: dict,
-        before: dict,
-        after: dict,
+        summaries: dict[int, Summary],
+        before: dict[str, dict[str, int]],
+        after: dict[str, dict[str, int]],
         proc: LabProcess | None,
         expect: LabProcess | None,
     ) -> tuple[str | None, str]:
@@ -824,12 +829,12 @@ def _mem_available() -> int | None:
 # ---------------------------------------------------------------------------------------------- entry points
 
 
-async def _consume(source) -> None:  # type: ignore[no-untyped-def]
+async def _consume(source: Source) -> None:
     async for _update in source.updates():
         pass
 
 
-async def _headless(session: Session, source) -> None:  # type: ignore[no-untyped-def]
+async def _headless(session: Session, source: Source) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, session.interrupt, signum)
@@ -850,7 +855,7 @@ async def _headless(session: Session, source) -> None:  # type: ignore[no-untype
             loop.remove_signal_handler(signum)
 
 
-def _wrap_recording(session: Session, source):  # type: ignore[no-untyped-def]
+def _wrap_recording(session: Session, source: Source) -> Source:
     if not session.options.record:
         return source
     if session.options.strip_parent:

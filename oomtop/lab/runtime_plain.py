@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import TYPE_CHECKING
 
 from oomtop.lab import bundle
 from oomtop.lab.procs import LabProcess, hog_env, start_ticks
+
+if TYPE_CHECKING:
+    from oomtop.lab.node import Container
 
 
 class PlainRuntime:
@@ -24,9 +28,10 @@ class PlainRuntime:
     def prepare(self) -> None:
         os.makedirs(self.logs, exist_ok=True)
 
-    def start(self, container, proc: LabProcess, argv: list[str], first: bool) -> None:  # type: ignore[no-untyped-def]
+    def start(self, container: Container, proc: LabProcess, argv: list[str], first: bool) -> None:
         pod = container.pod
         if first:
+            assert pod.sandbox is not None  # LabNode.add_pod makes the sandbox before it starts anything
             notes = bundle.cri_annotations(
                 container_id=container.id,
                 sandbox_id=pod.sandbox.id,
@@ -52,7 +57,7 @@ class PlainRuntime:
         proc.pid = proc.popen.pid
         proc.ticks = start_ticks(proc.pid)
 
-    def stop_container(self, container) -> list[str]:  # type: ignore[no-untyped-def]
+    def stop_container(self, container: Container) -> list[str]:
         for proc in container.processes:
             proc.kill()
         problems = [f"{proc.name} (pid {proc.pid}) did not die" for proc in container.processes if proc.alive()]

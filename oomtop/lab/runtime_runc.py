@@ -22,10 +22,13 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomtop.lab import LabError, bundle
 from oomtop.lab.procs import LabProcess, hog_env, package_root, start_ticks
+
+if TYPE_CHECKING:
+    from oomtop.lab.node import Container
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
@@ -235,11 +238,12 @@ class RuncRuntime:
             raise LabRuntimeError(f"runc {args[0]} failed (status {result.returncode}): {detail}")
         return result
 
-    def start(self, container, proc: LabProcess, argv: list[str], first: bool) -> None:  # type: ignore[no-untyped-def]
+    def start(self, container: Container, proc: LabProcess, argv: list[str], first: bool) -> None:
         pod = container.pod
         log = os.path.join(self.logs, f"{container.id[:12]}.log")
         pid_file = os.path.join(self.logs, f"{container.id[:12]}-{len(container.processes)}.pid")
         if first:
+            assert pod.sandbox is not None  # LabNode.add_pod makes the sandbox before it starts anything
             notes = bundle.cri_annotations(
                 container_id=container.id,
                 sandbox_id=pod.sandbox.id,
@@ -294,7 +298,7 @@ class RuncRuntime:
             proc.pid = int(handle.read().strip())
         proc.ticks = start_ticks(proc.pid)
 
-    def stop_container(self, container) -> list[str]:  # type: ignore[no-untyped-def]
+    def stop_container(self, container: Container) -> list[str]:
         """``runc delete --force``: kills every process of the container, removes its cgroup and state."""
         problems = []
         for proc in container.processes:  # first ourselves: runc's own kill-and-wait takes most of a second

@@ -27,6 +27,7 @@ from oomtop.lab.kubelet import (
     pod_qos,
 )
 from oomtop.lab.node import Container, LabRuntimeError
+from oomtop.lab.procs import LabProcess
 from oomtop.model import QosClass
 
 BASE_MIB = 14  # rss of an idle hog (the interpreter: ~7.5 MiB anon, ~6.5 MiB file), measured on Python 3.11
@@ -58,7 +59,7 @@ def room(lab: Session, container: Container) -> float:
     return best
 
 
-def _start_all(lab: Session, plans: list[tuple[Container, str, float]]) -> list:
+def _start_all(lab: Session, plans: list[tuple[Container, str, float]]) -> list[LabProcess]:
     """Start several hogs, then release them together and wait until each holds its memory."""
     assert lab.node is not None
     procs = [lab.node.start(container, name, mib, 4, lab.delay_ms(4), release=False) for container, name, mib in plans]

@@ -13,7 +13,7 @@ import mmap
 import os
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -198,7 +198,7 @@ class Recording:
             index -= 1
         return None
 
-    def iter_samples(self):  # type: ignore[no-untyped-def]
+    def iter_samples(self) -> Iterator[Sample]:
         """Every sample in order (export, round-trip checks)."""
         for index in range(len(self.segments)):
             yield from self._decode(self.segments[index])

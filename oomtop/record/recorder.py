@@ -14,8 +14,9 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-import aiofiles.os  # type: ignore[import-untyped]
+import aiofiles.os
 
 from oomtop.model import OomEvent, Sample
 from oomtop.record.writer import RecordingFile, RecordingStopped
@@ -92,7 +93,7 @@ class RecordingSource:
         self.recorder = recorder
         self.mode = inner.mode
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> Any:  # whatever the inner Source has (a replay's seek, step...)
         return getattr(self.inner, name)
 
     async def updates(self) -> AsyncIterator[Update]:

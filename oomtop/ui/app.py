@@ -215,7 +215,7 @@ class OomtopApp(App[None]):
         if self.replaying and self.latest is not None and sample.time < self.latest.time:
             # Jumped back: the history and the kill list start over at the new position.
             self.history = History()
-            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]  # replay-only attribute: Source has no events_until; a later issue types this with a Protocol
+            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]  # replay-only: Source has no events_until (a Protocol later)
         self.history.record(sample)
         self.latest = sample
         if self.interval_s is None and self._last_sample_time is not None:
@@ -337,7 +337,7 @@ class OomtopApp(App[None]):
         if self.timeline is None or not self._ui_ready:
             return
         source = self.source
-        recording = source.recording  # type: ignore[attr-defined]  # replay-only attribute: Source has no recording; a later issue types this with a Protocol
+        recording = source.recording  # type: ignore[attr-defined]  # replay-only: Source has no recording (a Protocol later)
         end = self.latest.time if self.latest is not None else None
         if getattr(self, "_recording_end", None) is None:
             self._recording_end = recording.end_time
@@ -345,9 +345,9 @@ class OomtopApp(App[None]):
             position=end,
             start=recording.start_time,
             end=self._recording_end or end,
-            kill_times=source.event_times,  # type: ignore[attr-defined]  # replay-only attribute: Source has no event_times; a later issue types this with a Protocol
-            playing=source.playing,  # type: ignore[attr-defined]  # replay-only attribute: Source has no playing; a later issue types this with a Protocol
-            speed=source.speed,  # type: ignore[attr-defined]  # replay-only attribute: Source has no speed; a later issue types this with a Protocol
+            kill_times=source.event_times,  # type: ignore[attr-defined]  # replay-only: Source has no event_times (a Protocol later)
+            playing=source.playing,  # type: ignore[attr-defined]  # replay-only: Source has no playing (a Protocol later)
+            speed=source.speed,  # type: ignore[attr-defined]  # replay-only: Source has no speed (a Protocol later)
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -355,38 +355,38 @@ class OomtopApp(App[None]):
 
     def action_step(self, count: int) -> None:
         source = self.source
-        source.pause()  # type: ignore[attr-defined]  # replay-only attribute: Source has no pause(); a later issue types this with a Protocol
-        if not source.step(count):  # type: ignore[attr-defined]  # replay-only attribute: Source has no step(); a later issue types this with a Protocol
+        source.pause()  # type: ignore[attr-defined]  # replay-only: Source has no pause() (a Protocol later)
+        if not source.step(count):  # type: ignore[attr-defined]  # replay-only: Source has no step() (a Protocol later)
             self.notify("start of the recording" if count < 0 else "end of the recording", timeout=2)
         self._refresh_timeline()
 
     def action_next_kill(self) -> None:
-        if self.source.next_kill() is None:  # type: ignore[attr-defined]  # replay-only attribute: Source has no next_kill(); a later issue types this with a Protocol
+        if self.source.next_kill() is None:  # type: ignore[attr-defined]  # replay-only: Source has no next_kill() (a Protocol later)
             self.notify("no later OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_previous_kill(self) -> None:
-        if self.source.previous_kill() is None:  # type: ignore[attr-defined]  # replay-only attribute: Source has no previous_kill(); a later issue types this with a Protocol
+        if self.source.previous_kill() is None:  # type: ignore[attr-defined]  # replay-only: Source has no previous_kill() (a Protocol later)
             self.notify("no earlier OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_speed(self, direction: int) -> None:
-        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]  # replay-only attribute: Source has no faster()/slower(); a later issue types this with a Protocol
+        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]  # replay-only: Source has no faster()/slower() (a Protocol later)
         self._refresh_timeline()
 
     def action_goto(self) -> None:
-        recording = self.source.recording  # type: ignore[attr-defined]  # replay-only attribute: Source has no recording; a later issue types this with a Protocol
+        recording = self.source.recording  # type: ignore[attr-defined]  # replay-only: Source has no recording (a Protocol later)
 
         def jump(target: float | None) -> None:
             if target is not None:
-                self.source.seek(target)  # type: ignore[attr-defined]  # replay-only attribute: Source has no seek(); a later issue types this with a Protocol
+                self.source.seek(target)  # type: ignore[attr-defined]  # replay-only: Source has no seek() (a Protocol later)
                 self._refresh_timeline()
 
         self.push_screen(GotoScreen(self.latest.time if self.latest else None, recording.start_time), jump)
 
     def action_pause(self) -> None:
         if self.replaying:  # over a recording, space plays and pauses the recording itself
-            self.source.toggle()  # type: ignore[attr-defined]  # replay-only attribute: Source has no toggle(); a later issue types this with a Protocol
+            self.source.toggle()  # type: ignore[attr-defined]  # replay-only: Source has no toggle() (a Protocol later)
             self._refresh_timeline()
             return
         self.paused = not self.paused

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -103,7 +104,7 @@ def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tupl
         show_edge=False,
         header_style="bold",
     )
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("", "left"),
         ("#", "right"),
         ("pid", "right"),
@@ -113,8 +114,9 @@ def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tupl
         ("adj", "right"),
         ("rss", "right"),
         ("swap", "right"),
-    ):
-        table.add_column(Text(column, end=""), justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    )
+    for column, justify in columns:
+        table.add_column(Text(column, end=""), justify=justify, no_wrap=True)
     for place, candidate in enumerate(ranking[:MAX_CANDIDATES], 1):
         mark = "✗" if candidate.pid in killed else ("-" if not candidate.eligible else "")
         cells = [

@@ -20,8 +20,8 @@ GROWTH_WINDOW_S = 30.0
 
 @dataclass(slots=True)
 class Series:
-    times: array = field(default_factory=lambda: array("d"))
-    values: array = field(default_factory=lambda: array("d"))
+    times: array[float] = field(default_factory=lambda: array("d"))
+    values: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, t: float, value: float, resolution_s: float, capacity: int) -> None:
         if self.times and t - self.times[-1] < resolution_s and len(self.times) > 1:

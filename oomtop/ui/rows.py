@@ -239,7 +239,7 @@ class _Builder:
         )
 
     def built(self, item: Row | _Pending) -> Row:
-        return item if type(item) is Row else self.task_row(*item)  # type: ignore[arg-type]
+        return item if type(item) is Row else self.task_row(*item)
 
     def add_tasks(self, tasks: list[Task], depth: int, parent: RowKey, matched: bool) -> None:
         """The processes of one cgroup (those the filter keeps), pending."""
@@ -271,7 +271,7 @@ class _Builder:
         expandable = bool(tasks or kids)
         expanded = self.is_expanded(key, not in_other)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]  # this cgroup's row, once its inner rows are known
+        out.append(None)  # type: ignore[arg-type]  # a slot for this cgroup's row: close() fills it, Rows never sees None
         if expanded or needle:
             self.add_tasks(tasks, depth + 1, key, matched)
             for kid in kids:
@@ -306,7 +306,7 @@ class _Builder:
         kids = ranking.children(root.path, sort)
         expanded = self.is_expanded(key, True)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]
+        out.append(None)  # type: ignore[arg-type]  # a slot for this row: close() fills it, Rows never sees None
         if expanded or needle:
             self.add_tasks(tasks, 1, key, matched)
             if ranking.has_kubepods:
@@ -349,7 +349,7 @@ class _Builder:
         needle, out = self.needle, self.out
         expanded = self.is_expanded(OTHER_KEY, True)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]
+        out.append(None)  # type: ignore[arg-type]  # a slot for this row: close() fills it, Rows never sees None
         if expanded or needle:
             for kid in others:
                 self.subtree(kid, 2, OTHER_KEY, inherited, True)
@@ -404,7 +404,7 @@ class Rows(Sequence[Row]):
         if type(item) is not Row:
             assert self._builder is not None
             item = self._items[index] = self._builder.built(item)
-        return item  # type: ignore[return-value]
+        return item
 
     def __iter__(self) -> Iterator[Row]:
         for index in range(len(self._items)):
@@ -413,7 +413,7 @@ class Rows(Sequence[Row]):
     def keys(self) -> list[RowKey]:
         if self._keys is None:
             self._keys = [
-                item.key if type(item) is Row else ("task", item[0].pid, item[0].start_ticks)  # type: ignore[union-attr]
+                item.key if type(item) is Row else ("task", item[0].pid, item[0].start_ticks)  # type: ignore[union-attr]  # mypy leaves Row in the else of type(item) is Row
                 for item in self._items
             ]
         return self._keys

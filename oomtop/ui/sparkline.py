@@ -86,7 +86,7 @@ class UsageSparkline(Sparkline):
         super().__init__(*args, **kwargs)
         self._drawn: tuple[tuple[object, ...], list[Strip]] | None = None
 
-    def render(self) -> FastSparklineRenderable:  # type: ignore[override]
+    def render(self) -> FastSparklineRenderable:
         _, base = self.background_colors
         min_color = base + (
             self.get_component_styles("sparkline--min-color").color if self.min_color is None else self.min_color

@@ -27,7 +27,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.theme import Theme
 
 DEFAULT_THEME = "dark"
 
@@ -184,13 +187,13 @@ def variable_defaults() -> dict[str, str]:
     return {f"oomtop-{key}": value for key, value in OOMTOP_COLORS.items()}
 
 
-def to_textual(spec: ThemeSpec):  # type: ignore[no-untyped-def]
+def to_textual(spec: ThemeSpec) -> Theme:
     """The Textual ``Theme`` for a spec (imported here so ``--list-themes`` stays light)."""
     from textual.theme import Theme
 
     variables = {**{f"oomtop-{k}": v for k, v in spec.oomtop.items()}, **spec.variables}
     colors = {key: spec.colors.get(key) for key in TEXTUAL_COLORS}
-    return Theme(name=spec.name, dark=spec.dark, variables=variables, **colors)  # type: ignore[arg-type]
+    return Theme(name=spec.name, dark=spec.dark, variables=variables, **colors)  # type: ignore[arg-type]  # str | None values; load_file requires primary
 
 
 def resolve(name: str | None, catalogue: Catalogue) -> tuple[str, str | None]:

@@ -39,13 +39,13 @@ def timeline_text(
     bar_width = max(10, width - text.cell_len - len(left) - len(right) - 24)
     cells = ["─"] * bar_width
     span = (end - start) if start is not None and end is not None and end > start else None
-    if span is not None:
+    if span is not None and start is not None:
         for kill in kill_times:
-            index = min(bar_width - 1, max(0, int((kill - start) / span * (bar_width - 1))))  # type: ignore[operator]
+            index = min(bar_width - 1, max(0, int((kill - start) / span * (bar_width - 1))))
             cells[index] = "✗"
     at = None
-    if span is not None and position is not None:
-        at = min(bar_width - 1, max(0, int((position - start) / span * (bar_width - 1))))  # type: ignore[operator]
+    if span is not None and start is not None and position is not None:
+        at = min(bar_width - 1, max(0, int((position - start) / span * (bar_width - 1))))
     text.append(left + " ", "dim")
     for index, cell in enumerate(cells):
         if index == at:
