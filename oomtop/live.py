@@ -17,7 +17,7 @@ from oomtop.collect.identity import NodeNames
 from oomtop.collect.oomwatch import QUIET_FLUSH_S, RECHECK_AFTER_S, OomWatcher
 from oomtop.collect.poller import DEFAULT_INTERVAL_S, LivePoller
 from oomtop.model import OomEvent
-from oomtop.source import Notice, Update
+from oomtop.source import Notice, SourceMode, Update
 
 TICK_S = 0.02  # how often waiting events are looked at (a rate-limited report waits HOLD_UNPLACED_S)
 
@@ -25,7 +25,7 @@ TICK_S = 0.02  # how often waiting events are looked at (a rate-limited report w
 class LiveSource:
     """``async for update in LiveSource(config).updates()``: history first, then live Samples and kills."""
 
-    mode = "live"
+    mode: SourceMode = "live"
 
     def __init__(
         self,

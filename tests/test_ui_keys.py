@@ -432,3 +432,19 @@ async def test_a_kill_right_after_one_in_its_domain_is_explained_as_the_exit_rac
         await pilot.pause()
         assert isinstance(app.screen, ExplanationScreen) and app.screen.event.victim.pid == 10196
         assert "MMF_OOM_SKIP" not in str(app.screen.query_one("#explain-verdict").render())
+
+
+async def test_a_kill_keeps_the_watchers_prediction(sample: Sample) -> None:
+    """The prediction shown with a kill is the one the watcher attached (the last Sample before the kill): the
+    Sample on screen, newer and predicting otherwise, never stands in for it, nor fills in a missing one."""
+    screen_says = 2201  # what this Sample predicts for the app container (java)
+    watcher_said = kill_event(sample, predicted=2202)
+    unknown = global_event(predicted=None)
+    app = make_app([sample, watcher_said, unknown])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.view is not None and app.view.prediction.node.victim is not None
+        verdict = next(v for path, v in app.view.prediction.by_domain.items() if path.endswith(CID_WEB))
+        assert verdict.victim is not None and verdict.victim.pid == screen_says
+        shown = {event.kind: event.predicted_victim_pid for event in app.event_pane.events}
+        assert shown == {"memcg": 2202, "global": None}

@@ -148,3 +148,22 @@ def test_replay_screen_snapshot(snap_compare: Any, tmp_path: Path, utc: None) ->
         await reach(pilot, kills_listed(app, 1))
 
     assert snap_compare(app_for(path), terminal_size=(160, 50), run_before=run_before)
+
+
+def test_only_a_recording_is_seekable(tmp_path: Path) -> None:
+    """The app offers time travel exactly for a Seekable source: a replay is one, a live or recording-while-live
+    source is not (the recorder wrapper no longer passes unknown attributes through to what it wraps)."""
+    from oomtop.record.recorder import Recorder, RecordingSource
+    from oomtop.source import Seekable, StaticSource
+
+    path, samples = make_recording(tmp_path)
+    replay = ReplaySource(Recording(path), playing=False)
+    try:
+        assert isinstance(replay, Seekable)
+        assert (replay.start_time, replay.end_time) == (samples[0].time, samples[-1].time)
+        live = StaticSource([])
+        recording = RecordingSource(live, Recorder(str(tmp_path / "out.oomrec"), 1.0, False))
+        assert not isinstance(live, Seekable) and not isinstance(recording, Seekable)
+        assert not hasattr(recording, "seek")
+    finally:
+        replay.recording.close()

@@ -32,7 +32,7 @@ from oomtop.model import (
     Sample,
     Task,
 )
-from oomtop.source import Notice, StaticSource, Update
+from oomtop.source import Notice, SourceMode, StaticSource, Update
 from tests.fakehost import FakeHost, FakeProcess
 
 FIXED_TIME = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -292,12 +292,15 @@ def kill_event(sample: Sample, *, predicted: int | None = 2201, victim_pid: int 
     )
 
 
-def global_event(at: float = FIXED_TIME - 30.0) -> OomEvent:
+def global_event(at: float = FIXED_TIME - 30.0, predicted: int | None = 4101) -> OomEvent:
+    """A node-wide OOM that killed jobs/batch-7's python3, as the watcher reports it: with the node-wide victim
+    the last Sample before it predicted."""
     victim = KilledTask(
         pid=4101, comm="python3", anon_rss_bytes=150 * MiB, file_rss_bytes=0, shmem_rss_bytes=0, oom_score_adj=1000
     )
     return OomEvent(
         kind="global",
+        predicted_victim_pid=predicted,
         time=at,
         kernel_time_s=12380.1,
         oom_cgroup="/",
@@ -434,7 +437,9 @@ def synthetic_sample(tick: int = 0, pods: int = 50, containers: int = 4, procs: 
 class FeedSource(StaticSource):
     """A StaticSource the test can push more updates into after the app started."""
 
-    def __init__(self, updates: Iterable[Update] = (), mode: str = "fixture", interval_s: float | None = 0.5) -> None:
+    def __init__(
+        self, updates: Iterable[Update] = (), mode: SourceMode = "fixture", interval_s: float | None = 0.5
+    ) -> None:
         super().__init__(updates, hold=False)
         self.mode = mode
         self.interval_s = interval_s

@@ -14,13 +14,12 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiofiles.os
 
 from oomtop.model import OomEvent, Sample
 from oomtop.record.writer import RecordingFile, RecordingStopped
-from oomtop.source import Notice, Source, Update, close_updates
+from oomtop.source import Notice, Source, SourceMode, Update, close_updates
 from oomtop.text import format_bytes
 
 SYNC_EVERY_S = 5.0
@@ -91,10 +90,7 @@ class RecordingSource:
     def __init__(self, inner: Source, recorder: Recorder) -> None:
         self.inner = inner
         self.recorder = recorder
-        self.mode = inner.mode
-
-    def __getattr__(self, name: str) -> Any:  # whatever the inner Source has (a replay's seek, step...)
-        return getattr(self.inner, name)
+        self.mode: SourceMode = inner.mode
 
     async def updates(self) -> AsyncIterator[Update]:
         self.recorder.start()

@@ -13,15 +13,15 @@ from collections.abc import AsyncIterator
 
 from oomtop.model import OomEvent, Sample
 from oomtop.record.reader import Recording
-from oomtop.source import Notice, Update
+from oomtop.source import Notice, SourceMode, Update
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class ReplaySource:
-    """A Source over a Recording."""
+    """A Source over a Recording: :class:`~oomtop.source.Seekable`."""
 
-    mode = "replay"
+    mode: SourceMode = "replay"
 
     def __init__(self, recording: Recording, speed: float = 1.0, playing: bool = True) -> None:
         self.recording = recording
@@ -35,6 +35,7 @@ class ReplaySource:
         self.event_times = sorted(event.time or 0.0 for event in recording.events)
         self._events = sorted(recording.events, key=lambda event: event.time or 0.0)
         self._emitted_events = 0
+        self._end_time: float | None = None
         self._last_kill: tuple[int, tuple[int, int]] | None = None  # the kill last jumped to, and where it left us
 
     # ----------------------------------------------------------------------------------------------- state
@@ -49,6 +50,16 @@ class ReplaySource:
     def position_time(self) -> float | None:
         sample = self.current()
         return sample.time if sample is not None else None
+
+    @property
+    def start_time(self) -> float | None:
+        return self.recording.start_time
+
+    @property
+    def end_time(self) -> float | None:
+        if self._end_time is None:  # decodes the last segment: once (the timeline asks four times a second)
+            self._end_time = self.recording.end_time
+        return self._end_time
 
     def events_until(self, time_s: float) -> list[OomEvent]:
         """Every recorded kill at or before ``time_s`` (for a consumer that jumped)."""

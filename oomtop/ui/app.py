@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from textual import work
@@ -23,7 +22,7 @@ from textual.widgets import Footer
 
 from oomtop.model import OomEvent, Sample
 from oomtop.report import View
-from oomtop.source import Notice, Source, Update
+from oomtop.source import Notice, Seekable, Source, Update
 from oomtop.ui.details import DetailsPane
 from oomtop.ui.events import EventPane
 from oomtop.ui.explanation import ExplanationScreen
@@ -114,6 +113,8 @@ class OomtopApp(App[None]):
     ) -> None:
         super().__init__()
         self.source = source
+        #: the same Source when it can move in time (a recording): the timeline and the replay keys are offered
+        self.replay: Seekable | None = source if isinstance(source, Seekable) else None
         self.clock = clock
         self.cursor_blink = cursor_blink
         self.tune_gc = tune_gc
@@ -209,13 +210,13 @@ class OomtopApp(App[None]):
 
     @property
     def replaying(self) -> bool:
-        return getattr(self.source, "mode", "live") == "replay"
+        return self.replay is not None
 
     def _apply_sample(self, sample: Sample) -> None:
-        if self.replaying and self.latest is not None and sample.time < self.latest.time:
+        if self.replay is not None and self.latest is not None and sample.time < self.latest.time:
             # Jumped back: the history and the kill list start over at the new position.
             self.history = History()
-            self.event_pane.replace_all(self.source.events_until(sample.time))  # type: ignore[attr-defined]  # replay-only: Source has no events_until (a Protocol later)
+            self.event_pane.replace_all(self.replay.events_until(sample.time))
         self.history.record(sample)
         self.latest = sample
         if self.interval_s is None and self._last_sample_time is not None:
@@ -240,8 +241,8 @@ class OomtopApp(App[None]):
             tune_gc()
 
     def _apply_event(self, event: OomEvent) -> None:
-        if event.predicted_victim_pid is None and not event.historical and self.view is not None:
-            event = replace(event, predicted_victim_pid=self._predicted_for(event))
+        # The prediction shown with a kill is the one the watcher attached (from the last Sample before the kill);
+        # the Sample on screen may be newer, already without the victim, and must not stand in for it.
         self.event_pane.add(event)
         if not event.historical:
             self.flash = event
@@ -249,13 +250,6 @@ class OomtopApp(App[None]):
                 self._flash_timer.stop()
             self._flash_timer = self.set_timer(FLASH_S, self._end_flash)
         self._refresh_header()
-
-    def _predicted_for(self, event: OomEvent) -> int | None:
-        """What the Sample on screen predicted for that domain (when the source did not say)."""
-        assert self.view is not None
-        prediction = self.view.prediction
-        verdict = prediction.node if event.kind == "global" else prediction.by_domain.get(event.oom_cgroup or "")
-        return verdict.victim.pid if verdict is not None and verdict.victim is not None else None
 
     def _end_flash(self) -> None:
         self.flash = None
@@ -291,7 +285,7 @@ class OomtopApp(App[None]):
             return
         interval = self.interval_s if self.interval_s is not None else self._observed_interval
         self.header_bar.show(HeaderState(
-            view=self.view, now=self.clock(), mode=getattr(self.source, "mode", "live"), paused=self.paused,
+            view=self.view, now=self.clock(), mode=self.source.mode, paused=self.paused,
             pending=self.pending, interval_s=interval, no_root=self.no_root, sort=self.state.sort.value,
             filter_text=self.state.filter_text, flash=self.flash,
         ))  # fmt: skip
@@ -334,59 +328,68 @@ class OomtopApp(App[None]):
         self.rebuild()
 
     def _refresh_timeline(self) -> None:
-        if self.timeline is None or not self._ui_ready:
+        replay = self.replay
+        if self.timeline is None or replay is None or not self._ui_ready:
             return
-        source = self.source
-        recording = source.recording  # type: ignore[attr-defined]  # replay-only: Source has no recording (a Protocol later)
         end = self.latest.time if self.latest is not None else None
-        if getattr(self, "_recording_end", None) is None:
-            self._recording_end = recording.end_time
         self.timeline.show(
             position=end,
-            start=recording.start_time,
-            end=self._recording_end or end,
-            kill_times=source.event_times,  # type: ignore[attr-defined]  # replay-only: Source has no event_times (a Protocol later)
-            playing=source.playing,  # type: ignore[attr-defined]  # replay-only: Source has no playing (a Protocol later)
-            speed=source.speed,  # type: ignore[attr-defined]  # replay-only: Source has no speed (a Protocol later)
+            start=replay.start_time,
+            end=replay.end_time or end,
+            kill_times=replay.event_times,
+            playing=replay.playing,
+            speed=replay.speed,
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.REPLAY_ACTIONS and not self.replaying)
 
     def action_step(self, count: int) -> None:
-        source = self.source
-        source.pause()  # type: ignore[attr-defined]  # replay-only: Source has no pause() (a Protocol later)
-        if not source.step(count):  # type: ignore[attr-defined]  # replay-only: Source has no step() (a Protocol later)
+        if self.replay is None:
+            return
+        self.replay.pause()
+        if not self.replay.step(count):
             self.notify("start of the recording" if count < 0 else "end of the recording", timeout=2)
         self._refresh_timeline()
 
     def action_next_kill(self) -> None:
-        if self.source.next_kill() is None:  # type: ignore[attr-defined]  # replay-only: Source has no next_kill() (a Protocol later)
+        if self.replay is None:
+            return
+        if self.replay.next_kill() is None:
             self.notify("no later OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_previous_kill(self) -> None:
-        if self.source.previous_kill() is None:  # type: ignore[attr-defined]  # replay-only: Source has no previous_kill() (a Protocol later)
+        if self.replay is None:
+            return
+        if self.replay.previous_kill() is None:
             self.notify("no earlier OOM kill in this recording", timeout=3)
         self._refresh_timeline()
 
     def action_speed(self, direction: int) -> None:
-        self.source.faster() if direction > 0 else self.source.slower()  # type: ignore[attr-defined]  # replay-only: Source has no faster()/slower() (a Protocol later)
+        if self.replay is None:
+            return
+        if direction > 0:
+            self.replay.faster()
+        else:
+            self.replay.slower()
         self._refresh_timeline()
 
     def action_goto(self) -> None:
-        recording = self.source.recording  # type: ignore[attr-defined]  # replay-only: Source has no recording (a Protocol later)
+        replay = self.replay
+        if replay is None:
+            return
 
         def jump(target: float | None) -> None:
             if target is not None:
-                self.source.seek(target)  # type: ignore[attr-defined]  # replay-only: Source has no seek() (a Protocol later)
+                replay.seek(target)
                 self._refresh_timeline()
 
-        self.push_screen(GotoScreen(self.latest.time if self.latest else None, recording.start_time), jump)
+        self.push_screen(GotoScreen(self.latest.time if self.latest else None, replay.start_time), jump)
 
     def action_pause(self) -> None:
-        if self.replaying:  # over a recording, space plays and pauses the recording itself
-            self.source.toggle()  # type: ignore[attr-defined]  # replay-only: Source has no toggle() (a Protocol later)
+        if self.replay is not None:  # over a recording, space plays and pauses the recording itself
+            self.replay.toggle()
             self._refresh_timeline()
             return
         self.paused = not self.paused

@@ -15,6 +15,7 @@ from textual.widget import Widget
 
 from oomtop.model import OomEvent
 from oomtop.report import View
+from oomtop.source import SourceMode
 from oomtop.text import format_bytes, printable
 
 
@@ -22,7 +23,7 @@ from oomtop.text import format_bytes, printable
 class HeaderState:
     view: View | None
     now: float
-    mode: str = "live"
+    mode: SourceMode = "live"
     paused: bool = False
     pending: int = 0
     interval_s: float | None = None
