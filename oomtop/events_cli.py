@@ -29,10 +29,9 @@ def event_line(event: OomEvent) -> str:
     parts = [("history " if event.historical else "") + when, event.kind]
     pod, container = event.pod, event.container
     if pod is not None:
-        pod_name = f"{pod.namespace}/{pod.name}" if pod.name else f"pod {pod.uid}"
-        parts.append(f"{printable(pod_name)} [{pod.qos.value}]")
+        parts.append(f"{printable(pod.label)} [{pod.qos.value}]")
     if container is not None:
-        parts.append("container " + printable(container.name or container.id[:12]))
+        parts.append("container " + printable(container.label))
     victim = event.victim
     if victim.pid is not None:
         killed = f"killed {victim.pid} {printable(victim.comm or '?')}"

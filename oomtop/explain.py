@@ -385,8 +385,7 @@ def render_text(events: Sequence[OomEvent], explanations: Sequence[Explanation |
         out.append(f"OOM kill {i + 1}: {_when(event)}  —  {kind}")
         if event.pod is not None:
             pod = event.pod
-            name = f"{pod.namespace}/{pod.name}" if pod.name and pod.namespace else f"uid {pod.uid}"
-            out.append(f"  pod        {printable(name)} ({pod.qos.value})")
+            out.append(f"  pod        {printable(pod.label)} ({pod.qos.value})")
         if event.container is not None:
             ctr = event.container
             label = f"{ctr.name} (id {ctr.id[:12]})" if ctr.name else f"id {ctr.id[:12]}"

@@ -2,7 +2,8 @@
 
 Samples come from :class:`~oomtop.collect.poller.LivePoller` (a worker thread per poll).  OOM detection does not
 wait for a poll: the kernel log and the wake-up descriptors are registered with the loop (``add_reader``), so a
-kill is reported within milliseconds whatever ``--interval`` is; a 50 ms tick emits what waited for a quiet period.
+kill is reported within milliseconds whatever ``--interval`` is; a tick every TICK_S (20 ms) emits what
+waited for a quiet period.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
+
+#: What ran out: a memory cgroup's limit ("memcg", the kernel's ``CONSTRAINT_MEMCG``) or the node ("global").
+EventKind = Literal["memcg", "global"]
 
 
 class QosClass(str, Enum):
@@ -44,6 +48,12 @@ class PodRef:
     name: str | None = None
     namespace: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How every view names a pod: ``namespace/name`` where node metadata named it, else ``pod <uid>``
+        (raw text from the node: print it through :func:`oomtop.text.printable`)."""
+        return f"{self.namespace}/{self.name}" if self.name and self.namespace else f"pod {self.uid}"
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerRef:
@@ -53,6 +63,11 @@ class ContainerRef:
     runtime: str | None  # "containerd", "cri-o", "docker", or None when the leaf name does not tell
     name: str | None = None
     is_sandbox: bool = False
+
+    @property
+    def label(self) -> str:
+        """How every view names a container: its name, else the first 12 characters of its id (as runtimes do)."""
+        return self.name or self.id[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +253,7 @@ class OomEvent:
     the kernel's own timestamp (seconds since boot) where the log has one.
     """
 
-    kind: str  # "memcg" or "global"
+    kind: EventKind
     time: float | None
     kernel_time_s: float | None
     oom_cgroup: str | None  # the domain that ran out ("/" for a global OOM)

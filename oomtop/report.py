@@ -102,7 +102,7 @@ def cgroup_label(cgroup: Cgroup) -> str:
         return "node"
     if identity.kind is CgroupKind.POD and identity.pod is not None:
         pod = identity.pod
-        named = f"{pod.namespace}/{pod.name}" if pod.name else f"pod {pod.uid}"
+        named = pod.label
         # Burstable and BestEffort pods sit under a row that names their class; Guaranteed ones do not.
         return f"{named} [Guaranteed]" if pod.qos is QosClass.GUARANTEED else named
     if identity.kind in (CgroupKind.CONTAINER, CgroupKind.SANDBOX, CgroupKind.CONMON) and identity.container:

@@ -297,7 +297,7 @@ def test_render_text_sample() -> None:
     text = render_text([event], [explain(event)])
     assert "[  441.53] since boot" in text
     assert "memory cgroup limit" in text and "usage 50.0M / limit 50.0M" in text
-    assert "pod        uid bc001ffa-68fc-11e9-92d7-5ef9efd9374c (Burstable)" in text
+    assert "pod        pod bc001ffa-68fc-11e9-92d7-5ef9efd9374c (Burstable)" in text
     assert "killed     pid 7978 stress" in text
     assert "had the most points" in text
     assert text.rstrip().endswith("1 OOM kill found")

@@ -121,7 +121,9 @@ def test_structure_levels(path: str, kind: CgroupKind, qos: QosClass | None, lab
 )
 def test_pods_every_qos_both_drivers(path: str, qos: QosClass) -> None:
     ident = identify(path)
-    assert ident == Identity(kind=CgroupKind.POD, qos=qos, pod=PodRef(UID, qos), label="pod1b2c3d4e")
+    assert ident == Identity(
+        kind=CgroupKind.POD, qos=qos, pod=PodRef(UID, qos), label=f"pod {UID}"
+    )  # PodRef.label: how every view names an unnamed pod
 
 
 def test_static_pod_uid_without_dashes() -> None:

@@ -584,7 +584,7 @@ def test_next_and_previous_kill_land_on_the_sample_before_the_kill(series, recor
     try:
         source = ReplaySource(recording, playing=False)
         assert source.event_times == [event.time for event in events]
-        # Forward, from just after each kill (see the xfail below for pressing "next" twice in a row).
+        # Forward, from just after each kill (twice in a row: test_next_kill_twice_reaches_the_second_kill).
         for start, event, landing in ((0, events[0], 12), (13, events[1], 27), (28, events[2], 44)):
             assert source.seek(samples[start].time)
             assert source.next_kill() == event

@@ -15,9 +15,9 @@ from oomtop import report
 from oomtop.model import Cgroup, Sample, Task
 from oomtop.report import View
 from oomtop.text import printable
-from oomtop.ui.cells import BAR_CELLS, Layout, Line, Palette, headroom_bar, render_row
+from oomtop.ui.cells import BAR_CELLS, ColumnLayout, Line, Palette, headroom_bar, render_row
 from oomtop.ui.details import details_text
-from oomtop.ui.events import event_line
+from oomtop.ui.events import kill_list_row
 from oomtop.ui.history import History, time_to_limit
 from oomtop.ui.rows import (
     OTHER_KEY,
@@ -245,7 +245,7 @@ def test_rows_render_to_exactly_the_width(tmp_path: Path) -> None:
     sample = collect(kube_host(tmp_path, "v2"))
     rows = build_rows(Ranking(View.of(sample)), TreeState(), expand_all=True)
     for width in (60, 80, 106, 160):
-        layout = Layout.for_width(width)
+        layout = ColumnLayout.for_width(width)
         for row in rows:
             line = render_row(row, layout, Palette({}))
             assert line.cells == width == sum(segment.cell_length for segment in line.segments(None))
@@ -299,7 +299,7 @@ def test_hostile_names_change_nothing_but_their_own_cell(tmp_path: Path) -> None
     comms = {t.comm for t in sample.tasks}
     assert "\x1b[2Jwipe" in comms and "bad\\xff\\xfeutf8" in comms  # the reader turned bytes into \xNN
     palette = Palette({"victim": Style(color="red", bold=True), "dim": Style(dim=True), "pod": Style(bold=True)})
-    layout = Layout.for_width(140)
+    layout = ColumnLayout.for_width(140)
     hostile = build_rows(Ranking(View.of(sample)), TreeState(), expand_all=True)
     benign = build_rows(Ranking(View.of(_benign(sample))), TreeState(), expand_all=True)
     assert len(hostile) == len(benign)
@@ -344,7 +344,7 @@ def test_hostile_pod_names_are_plain_in_labels_details_and_events(tmp_path: Path
         pod=container.identity.pod,
         container=container.identity.container,
     )
-    line = event_line(event)
+    line = kill_list_row(event)
     assert "\\x1b[2Jwipe" in line.plain and "\x1b" not in line.plain
     assert "[red]pod\\x1b]8;;x\\x07" in line.plain
 
@@ -365,7 +365,7 @@ def test_a_kill_is_named_by_pod_and_container_even_without_names(tmp_path: Path)
     assert event_where(replace(named, container=ContainerRef(cid, "containerd", "nginx"))) == "shop/web-0 nginx"
     plain = replace(event, pod=None, container=None, task_cgroup="/system.slice/x.service")
     assert event_where(plain) == "/system.slice/x.service"
-    assert event_line(bare).plain.split("  ")[1] == f"pod {uid} {'ab' * 6}"
+    assert kill_list_row(bare).plain.split("  ")[1] == f"pod {uid} {'ab' * 6}"
 
 
 def test_fast_sparkline_draws_what_textuals_draws() -> None:

@@ -48,7 +48,7 @@ class CollectorConfig:
 
 @dataclass(slots=True)
 class PollStats:
-    """What the last poll did, for benchmarks and the debug view."""
+    """What the last poll did (cgroups, tasks, re-reads, rescans): for the benchmarks and their tests."""
 
     cgroups: int = 0
     tasks: int = 0

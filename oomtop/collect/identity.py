@@ -105,7 +105,7 @@ def _kube(rest: list[str], last: str, names: NodeNames | None) -> Identity:
     known = names.pod(uid) if names is not None else None
     pod = PodRef(uid, qos, *known) if known else PodRef(uid, qos)
     if len(rest) == i + 1:
-        return Identity(kind=CgroupKind.POD, qos=qos, pod=pod, label=_pod_label(pod))
+        return Identity(kind=CgroupKind.POD, qos=qos, pod=pod, label=pod.label)
     return _container(rest[i + 1], pod, names)  # deeper cgroups (nesting runtimes) belong to the container
 
 
@@ -133,10 +133,6 @@ def _container(leaf: str, pod: PodRef, names: NodeNames | None) -> Identity:
     else:
         kind, label = CgroupKind.CONTAINER, name or cid[:12]
     return Identity(kind=kind, qos=pod.qos, pod=pod, container=ref, label=label)
-
-
-def _pod_label(pod: PodRef) -> str:
-    return f"{pod.namespace}/{pod.name}" if pod.name and pod.namespace else "pod" + pod.uid[:8]
 
 
 # ---------------------------------------------------------------------------------------- node-local names

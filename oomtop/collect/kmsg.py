@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
-from oomtop.model import KernelCandidate, KilledTask, OomEvent
+from oomtop.model import EventKind, KernelCandidate, KilledTask, OomEvent
 
 PAGE_SIZE = 4096  # the log's tables are in pages; nr_ptes of older kernels are converted with this
 UNLIMITED_KB = 1 << 40  # 1 PiB: any logged limit this large is the kernel's "no limit" (9007199254740988kB)
@@ -255,7 +255,7 @@ class _Block:
 
     first: LogRecord
     last_us: int | None = None
-    kind: str | None = None  # from the oom-kill: line
+    kind: EventKind | None = None  # from the oom-kill: line
     memcg_hint: bool | None = None  # weaker evidence: "Task in", "memory: usage", the kill line's prefix
     constraint: str | None = None
     oom_cgroup: str | None = None

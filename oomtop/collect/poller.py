@@ -1,4 +1,5 @@
-"""The live Source: Samples at a fixed interval, produced off the event loop.
+"""The poller: Samples at a fixed interval, produced off the event loop (the live Source, :mod:`oomtop.live`,
+reads them and adds the OOM watcher's events).
 
 One poll is a few milliseconds of CPU-bound reads; it runs on a single dedicated worker thread (one thread hop
 per poll, not one per file: a hop costs more than reading a tiny /proc file).  Deadlines are absolute, so the

@@ -51,7 +51,7 @@ STYLE_NAMES = (
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class ColumnLayout:
     """Which columns fit in ``width`` cells, and how wide the name column is."""
 
     width: int
@@ -59,7 +59,7 @@ class Layout:
     columns: tuple[str, ...]
 
     @classmethod
-    def for_width(cls, width: int) -> Layout:
+    def for_width(cls, width: int) -> ColumnLayout:
         columns = ["usage"]
         optional = {name: (w, min_width) for name, _, w, min_width in _OPTIONAL}
         if width >= optional["wset"][1]:
@@ -191,7 +191,7 @@ class Line:
         return segments
 
 
-def heading(layout: Layout, palette: Palette) -> Line:
+def heading(layout: ColumnLayout, palette: Palette) -> Line:
     line = Line()
     style = palette.get("heading")
     line.add("CGROUP / PROCESS".ljust(layout.name_width)[: layout.name_width], style)
@@ -227,7 +227,7 @@ def _right(value: str, column: str) -> str:
     return value.rjust(_width(column))[-_width(column) :]
 
 
-def _name_cell(row: Row, layout: Layout, palette: Palette) -> Line:
+def _name_cell(row: Row, layout: ColumnLayout, palette: Palette) -> Line:
     """Gutter marks, indent, expander and the label, cut to the name column.
 
     A process row also carries its memcg score and oom_score_adj, right-aligned in the name column (its label
@@ -293,7 +293,7 @@ def _label_style(row: Row, palette: Palette) -> Style | None:
 NAME_CELLS_KEPT = 8192
 
 
-def render_row(row: Row, layout: Layout, palette: Palette) -> Line:
+def render_row(row: Row, layout: ColumnLayout, palette: Palette) -> Line:
     """The full line for ``row``; exactly ``layout.width`` cells.
 
     The name cell (marks, indent, label, score and adj, cut to fit) is the costly part and rarely changes
@@ -331,7 +331,7 @@ def render_row(row: Row, layout: Layout, palette: Palette) -> Line:
     return line
 
 
-def _cgroup_cells(line: Line, row: Row, layout: Layout, palette: Palette) -> None:
+def _cgroup_cells(line: Line, row: Row, layout: ColumnLayout, palette: Palette) -> None:
     cgroup = row.cgroup
     assert cgroup is not None
     for column in layout.columns:
@@ -359,7 +359,7 @@ def _cgroup_cells(line: Line, row: Row, layout: Layout, palette: Palette) -> Non
             line.add(_right(value, column), None if stalled else palette.get("dim"))
 
 
-def _task_cells(line: Line, row: Row, layout: Layout, palette: Palette) -> None:
+def _task_cells(line: Line, row: Row, layout: ColumnLayout, palette: Palette) -> None:
     """rss in the USAGE column, then what would kill it, then the kernel's global oom_score.
 
     Nothing is cut in the middle: the victim mark shortens to fit, and oom_score is shown only whole.

@@ -171,8 +171,10 @@ def cgroup_details(row: Row, ranking: Ranking, history: History) -> Text:
             kind += f" ({identity.container.runtime})"
     if identity.pod is not None:
         pod = identity.pod
-        name = f"{pod.namespace}/{pod.name}" if pod.name else "(no name)"
-        kind += f" · pod {printable(name)} uid {printable(pod.uid)}"
+        if pod.name and pod.namespace:
+            kind += f" · pod {printable(pod.label)} uid {printable(pod.uid)}"
+        else:
+            kind += f" · {printable(pod.label)}"  # "pod <uid>"
     _field(text, "kind", kind)
     _field(text, "path", printable(cgroup.path))
     text.rstrip()

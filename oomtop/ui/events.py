@@ -38,7 +38,7 @@ def prediction_mark(event: OomEvent) -> tuple[str, str]:
     return f"predicted {event.predicted_victim_pid}", "crit"
 
 
-def event_line(
+def kill_list_row(
     event: OomEvent, styles: Mapping[str, Style] | None = None, race: tuple[float, int | None] | None = None
 ) -> Text:
     """One kill of the list; ``race``: (seconds, pid) of the kill before it in its domain when this one is the
@@ -157,7 +157,7 @@ class EventPane(Vertical):
     def _options(self) -> list[Option]:
         styles = {name: self.get_component_rich_style(f"events--{name}", partial=True) for name in ("ok", "crit")}
         return [
-            Option(event_line(item, styles, race))
+            Option(kill_list_row(item, styles, race))
             for item, race in zip(self.events, exit_races(self.events), strict=False)
         ]
 

@@ -46,9 +46,9 @@ def event_where(event: OomEvent) -> str:
     """pod/container (or the cgroup path, or "node") of a kill, printable; a pod known only by its uid (no
     node metadata) is named as the tree names it, "pod <uid> <container id>", not by its long cgroup path."""
     if event.pod is not None:
-        where = f"{event.pod.namespace}/{event.pod.name}" if event.pod.name else f"pod {event.pod.uid}"
+        where = event.pod.label
         if event.container is not None:
-            where += f" {event.container.name or event.container.id[:12]}"
+            where += f" {event.container.label}"
         return printable(where)
     if event.kind == "global":
         return "node"

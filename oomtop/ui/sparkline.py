@@ -11,13 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.color import Color, blend_rgb
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
-from textual.renderables._blend_colors import blend_colors
 from textual.renderables.sparkline import Sparkline as SparklineRenderable
 from textual.strip import Strip
 from textual.widgets import Sparkline
+
+
+def blend_colors(low: Color, high: Color, ratio: float) -> Color:
+    """The colour ``ratio`` of the way from ``low`` to ``high`` in RGB, as Textual's sparkline blends its bars
+    (through Rich's public ``blend_rgb``, not a private Textual module); a colour without RGB gives ``high``."""
+    if low.triplet is None or high.triplet is None:
+        return high
+    return Color.from_triplet(blend_rgb(low.triplet, high.triplet, ratio))
 
 
 class FastSparklineRenderable(SparklineRenderable[float]):

@@ -5,7 +5,7 @@ times a second would mean rebuilding it.  This widget owns no per-row state at a
 rows of each Sample, paints only the lines on screen, and tracks the cursor by row *key*, so the highlighted
 row stays the same pod, container or process whatever the new order (rows never flicker: only the lines on
 screen are repainted, and Textual diffs those).  Expansion lives in the app's :class:`TreeState`; this widget
-only asks for changes (:class:`ProcessTree.ToggleRequested`).
+never changes it: a key press calls the app's ``toggle_handler`` (or posts :class:`ProcessTree.ToggleRequested`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from oomtop.ui.cells import STYLE_NAMES, Layout, Palette, heading, render_row
+from oomtop.ui.cells import STYLE_NAMES, ColumnLayout, Palette, heading, render_row
 from oomtop.ui.rows import Row, RowKey, Rows
 
 
@@ -94,7 +94,7 @@ class ProcessTree(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._styles: dict[str, Style] | None = None
         self._palettes: dict[tuple[bool, bool], Palette] = {}
-        self._layout: Layout | None = None
+        self._layout: ColumnLayout | None = None
         self._base: Style | None = None
         self._by_row: dict[RowKey, tuple[tuple[object, ...], Strip]] = {}
         #: called at once by expand/collapse (the app rebuilds the rows synchronously, so a second key press
@@ -275,10 +275,10 @@ class ProcessTree(ScrollView, can_focus=True):
         return self._styles
 
     @property
-    def layout_now(self) -> Layout:
+    def layout_now(self) -> ColumnLayout:
         width = self.scrollable_content_region.width
         if self._layout is None or self._layout.width != width:
-            self._layout = Layout.for_width(width)
+            self._layout = ColumnLayout.for_width(width)
         return self._layout
 
     def palette(self, cursor: bool = False) -> Palette:
