@@ -16,6 +16,7 @@ import pytest
 
 from oomtop.collect.cgroupfs import MemoryHierarchy
 from oomtop.lab import cleanup, kubelet
+from oomtop.lab.killcheck import KillCheck
 from oomtop.lab.kubelet import (
     MIB,
     AdjPolicy,
@@ -26,10 +27,9 @@ from oomtop.lab.kubelet import (
     pod_limit,
     pod_qos,
 )
-from oomtop.lab.layout import CgroupTree, Driver, Layout
+from oomtop.lab.layout import CgroupLayout, CgroupTree, Driver
 from oomtop.lab.observe import event_is_ours, scope_sample
-from oomtop.lab.runner import KillCheck
-from oomtop.lab.scenarios import MARGIN_MIB, MIN_VICTIM_MIB, plan_rounds
+from oomtop.lab.rounds import MARGIN_MIB, MIN_VICTIM_MIB, plan_rounds
 from oomtop.lab.truth import GroupKill, Killed, Summary, parse_record
 from oomtop.model import KilledTask, OomEvent, QosClass
 from tests.fakehost import FakeHost, FakeProcess
@@ -120,7 +120,7 @@ def test_probe_lowest_adj_leaves_the_value_as_it_was() -> None:
 
 
 def test_cgroupfs_layout() -> None:
-    layout = Layout(Driver.CGROUPFS)
+    layout = CgroupLayout(Driver.CGROUPFS)
     assert layout.kubepods == "/oomtop-lab/kubepods"
     assert layout.pod(QosClass.GUARANTEED, UID) == f"/oomtop-lab/kubepods/pod{UID}"
     assert layout.pod(QosClass.BURSTABLE, UID) == f"/oomtop-lab/kubepods/burstable/pod{UID}"
@@ -129,7 +129,7 @@ def test_cgroupfs_layout() -> None:
 
 
 def test_systemd_layout() -> None:
-    layout = Layout(Driver.SYSTEMD)
+    layout = CgroupLayout(Driver.SYSTEMD)
     escaped = UID.replace("-", "_")
     assert layout.kubepods == "/oomtop-lab/kubepods.slice"
     assert layout.pod(QosClass.GUARANTEED, UID) == f"/oomtop-lab/kubepods.slice/kubepods-pod{escaped}.slice"
@@ -149,7 +149,7 @@ def test_oomtop_reads_the_lab_layout_as_kubelets(driver: Driver, qos: QosClass) 
     from oomtop.collect.identity import identify
     from oomtop.model import CgroupKind
 
-    layout = Layout(driver)
+    layout = CgroupLayout(driver)
     pod = layout.pod(qos, UID)
     assert identify(pod).kind is CgroupKind.POD and identify(pod).pod.uid == UID and identify(pod).qos is qos
     container = identify(layout.container(pod, CID))
@@ -158,7 +158,7 @@ def test_oomtop_reads_the_lab_layout_as_kubelets(driver: Driver, qos: QosClass) 
 
 
 def test_tree_refuses_cgroups_it_does_not_own(tmp_path: Path) -> None:
-    tree = CgroupTree(MemoryHierarchy(1, str(tmp_path), "v1"), Layout())
+    tree = CgroupTree(MemoryHierarchy(1, str(tmp_path), "v1"), CgroupLayout())
     for path in ("/", "/kubepods", "/oomtop-lab2", "/process_api/x", "/oomtop-labx/kubepods"):
         with pytest.raises(ValueError):
             tree.fs(path)
@@ -175,7 +175,7 @@ def test_v2_enables_memory_below_every_level_it_makes(tmp_path: Path, monkeypatc
     """On v2 a child only has memory files when its parent has +memory in cgroup.subtree_control."""
     root = tmp_path
     _v2_dir(root, "cpu memory pids\n")
-    tree = CgroupTree(MemoryHierarchy(2, str(root), "v2"), Layout())
+    tree = CgroupTree(MemoryHierarchy(2, str(root), "v2"), CgroupLayout())
     real_mkdir = os.mkdir
 
     def mkdir(path, mode=0o777):  # type: ignore[no-untyped-def]
@@ -197,7 +197,7 @@ def test_v2_root_without_memory_is_refused(tmp_path: Path) -> None:
 
     _v2_dir(tmp_path, "cpu pids\n")
     with pytest.raises(LabError, match="memory controller is not enabled"):
-        CgroupTree(MemoryHierarchy(2, str(tmp_path), "v2"), Layout()).check_root()
+        CgroupTree(MemoryHierarchy(2, str(tmp_path), "v2"), CgroupLayout()).check_root()
 
 
 # --------------------------------------------------------------------------------------------- scenarios

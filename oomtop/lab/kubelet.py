@@ -103,10 +103,6 @@ def allocatable(capacity_bytes: int) -> int:
 # ------------------------------------------------------------------------------------- what the kernel allows
 
 
-class AdjError(Exception):
-    pass
-
-
 def write_adj(pid: int, value: int) -> int:
     """Write ``/proc/<pid>/oom_score_adj`` (a process the lab started) and return what the kernel now holds."""
     path = f"/proc/{pid}/oom_score_adj"

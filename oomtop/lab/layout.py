@@ -43,8 +43,9 @@ _QOS_NAME = {QosClass.BURSTABLE: "burstable", QosClass.BEST_EFFORT: "besteffort"
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
-    """Where kubelet (and containerd) would put each cgroup, under ``parent``."""
+class CgroupLayout:
+    """Where kubelet (and containerd) would put each cgroup, under ``parent``.  (Named for what it lays out: the
+    UI has a ``Layout`` of its own, of table columns.)"""
 
     driver: Driver = Driver.CGROUPFS
     parent: str = LAB_CGROUP
@@ -130,7 +131,7 @@ def rmdir_tree(directory: str, timeout_s: float = 5.0) -> list[str]:
 class CgroupTree:
     """The lab's cgroups in the memory hierarchy: created, written and removed only below ``layout.parent``."""
 
-    def __init__(self, hierarchy: MemoryHierarchy, layout: Layout) -> None:
+    def __init__(self, hierarchy: MemoryHierarchy, layout: CgroupLayout) -> None:
         self.hierarchy = hierarchy
         self.layout = layout
         self.created: list[str] = []  # in creation order, parents first
@@ -238,15 +239,6 @@ class CgroupTree:
             return [int(p) for p in _read(self.file(path, "cgroup.procs")).split()]
         except OSError:
             return []
-
-    def existing(self) -> list[str]:
-        """Every lab cgroup that exists now, parents first (what the kernel has, not what we remember)."""
-        root = self.fs(self.layout.parent)
-        found = []
-        for current, dirs, _files in os.walk(root):
-            dirs.sort()
-            found.append(current[len(self.hierarchy.path) :] or "/")
-        return found
 
     # -------------------------------------------------------------------------------------------- removing
 

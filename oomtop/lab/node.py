@@ -7,13 +7,10 @@ lowest this machine allows) and both are read back from the kernel; only then do
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from oomtop.lab.kubelet import (
     SANDBOX_ADJ,
@@ -27,13 +24,9 @@ from oomtop.lab.kubelet import (
 )
 from oomtop.lab.layout import CgroupTree, memory_cgroup_of
 from oomtop.lab.procs import LabProcess, Pipes, hog_argv
+from oomtop.lab.runtime import Container, Pod, Runtime, container_id
 from oomtop.model import QosClass
 
-if TYPE_CHECKING:
-    from oomtop.lab.runtime_plain import PlainRuntime
-    from oomtop.lab.runtime_runc import RuncRuntime
-
-MIB = 1 << 20
 READY_TIMEOUT_S = 20.0
 
 
@@ -41,60 +34,10 @@ class LabRuntimeError(Exception):
     """Something the lab needed from the kernel or the runtime failed mid-run (exit status 1, after cleanup)."""
 
 
-@dataclass(eq=False)
-class Container:
-    pod: Pod
-    name: str  # "pause" for the sandbox
-    id: str  # 64 hex digits, like containerd's
-    path: str  # its memory cgroup
-    resources: Resources
-    wanted_adj: int
-    adj: int
-    sandbox: bool = False
-    processes: list[LabProcess] = field(default_factory=list)
-    started: bool = False
-
-    @property
-    def limit_bytes(self) -> int | None:
-        return self.resources.limit_bytes
-
-    @property
-    def label(self) -> str:
-        return f"{self.pod.namespace}/{self.pod.name}/{self.name}"
-
-
-@dataclass(eq=False)
-class Pod:
-    name: str
-    namespace: str
-    uid: str
-    qos: QosClass
-    path: str
-    limit_bytes: int | None
-    containers: dict[str, Container] = field(default_factory=dict)
-    sandbox: Container | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def sandbox_pid(self) -> int | None:
-        if self.sandbox is None or not self.sandbox.processes:
-            return None
-        return self.sandbox.processes[0].pid
-
-
-def container_id() -> str:
-    return secrets.token_hex(32)
-
-
 class LabNode:
     """The lab's kubelet: pod cgroups, limits and adj values, and the processes of every container."""
 
-    def __init__(
-        self, tree: CgroupTree, runtime: PlainRuntime | RuncRuntime, policy: AdjPolicy, capacity_bytes: int
-    ) -> None:
+    def __init__(self, tree: CgroupTree, runtime: Runtime, policy: AdjPolicy, capacity_bytes: int) -> None:
         self.tree = tree
         self.layout = tree.layout
         self.runtime = runtime
@@ -127,15 +70,15 @@ class LabNode:
             qos = pod_qos(specs)
             uid = str(uuid.uuid4())
             path = self.layout.pod(qos, uid)
-            pod = Pod(name, namespace, uid, qos, path, pod_limit(specs) if qos is not QosClass.BEST_EFFORT else None)
+            limit = pod_limit(specs) if qos is not QosClass.BEST_EFFORT else None
+            pod = Pod(name, namespace, uid, qos, path, limit, sandbox_id=container_id())
             self.tree.create(path, pod.limit_bytes)
             self.pods.append(pod)
-            sandbox_id = container_id()
             pod.sandbox = Container(
                 pod,
                 "pause",
-                sandbox_id,
-                self.layout.container(path, sandbox_id),
+                pod.sandbox_id,
+                self.layout.container(path, pod.sandbox_id),
                 Resources(),
                 SANDBOX_ADJ,
                 self.policy.effective(SANDBOX_ADJ),
@@ -289,14 +232,8 @@ class LabNode:
 
     # ----------------------------------------------------------------------------------------------- views
 
-    def live_processes(self) -> list[LabProcess]:
-        return [proc for proc in self.processes if proc.alive()]
-
     def process_of(self, pid: int) -> LabProcess | None:
         for proc in reversed(self.processes):
             if proc.pid == pid:
                 return proc
         return None
-
-    def all_cgroups(self) -> list[str]:
-        return list(self.tree.created)

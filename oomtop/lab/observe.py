@@ -130,7 +130,6 @@ class LabSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[object] | None = None
         self._early: list[Notice] = []
-        self.on_sample: Callable[[Sample], None] | None = None  # called on the loop before the consumer sees it
 
     def inject(self, notice: Notice) -> None:
         """From any thread: show the lab's own notice among the updates."""
@@ -156,8 +155,6 @@ class LabSource:
                 if scoped is None:
                     continue
                 self.tracker.feed(scoped, time.monotonic())
-                if self.on_sample is not None and isinstance(scoped, Sample):
-                    self.on_sample(scoped)
                 queue.put_nowait(scoped)
         finally:
             queue.put_nowait(_END)

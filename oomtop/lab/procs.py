@@ -97,7 +97,7 @@ class LabProcess:
     wanted_adj: int = 0  # kubelet's (or the runtime's) value
     mib: float = 0.0  # what it holds once ready (and grown)
     popen: subprocess.Popen[bytes] | None = None  # plain runtime: the lab's own child
-    container: object = None  # the lab.node.Container it belongs to
+    container: object = None  # the lab.runtime.Container it belongs to (object: runtime imports this module)
     released_at: float = 0.0
     ready_at: float = 0.0
     stopped_by_lab: bool = False
@@ -149,12 +149,6 @@ class LabProcess:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, os.WNOHANG)
         return state is not None and state not in ("Z", "X")
-
-    def killed_by_signal(self) -> int | None:
-        """For the lab's own children: the signal that ended it (SIGKILL for an OOM kill)."""
-        if self.popen is None or self.popen.poll() is None:
-            return None
-        return -self.popen.returncode if self.popen.returncode < 0 else None
 
     def kill(self) -> None:
         """SIGKILL (only this exact process: the pid and its start time must still match)."""

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import TYPE_CHECKING
 
 from oomtop.lab import bundle
 from oomtop.lab.procs import LabProcess, hog_env, start_ticks
-
-if TYPE_CHECKING:
-    from oomtop.lab.node import Container
+from oomtop.lab.runtime import Container, cri_annotations
 
 
 class PlainRuntime:
+    """The :class:`~oomtop.lab.runtime.Runtime` without containers: the node makes the cgroups and moves each
+    process in, which needs nothing but the kernel (no runc)."""
+
     name = "plain"
     creates_cgroups = False
 
@@ -29,18 +29,8 @@ class PlainRuntime:
         os.makedirs(self.logs, exist_ok=True)
 
     def start(self, container: Container, proc: LabProcess, argv: list[str], first: bool) -> None:
-        pod = container.pod
         if first:
-            assert pod.sandbox is not None  # LabNode.add_pod makes the sandbox before it starts anything
-            notes = bundle.cri_annotations(
-                container_id=container.id,
-                sandbox_id=pod.sandbox.id,
-                pod_name=pod.name,
-                namespace=pod.namespace,
-                pod_uid=pod.uid,
-                container_name=None if container.sandbox else container.name,
-                sandbox=container.sandbox,
-            )
+            notes = cri_annotations(container)
             bundle.write_config(self.lab_dir, container.id, {"ociVersion": "1.0.2", "annotations": notes})
         with open(os.path.join(self.logs, f"{container.id[:12]}.log"), "ab") as log:
             proc.popen = subprocess.Popen(  # shown as "python3 -m oomtop.lab.hog ...", run as sys.executable

@@ -22,13 +22,12 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
 
 from oomtop.lab import LabError, bundle
+from oomtop.lab.node import LabRuntimeError
+from oomtop.lab.oci import oci_spec
 from oomtop.lab.procs import LabProcess, hog_env, package_root, start_ticks
-
-if TYPE_CHECKING:
-    from oomtop.lab.node import Container
+from oomtop.lab.runtime import Container, cri_annotations
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
@@ -39,7 +38,6 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_CHILD_SUBREAPER = 36
 RUNC_TIMEOUT_S = 30.0
-_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
 def runc_path() -> str | None:
@@ -69,98 +67,10 @@ def mount_point_of(path: str, points: list[str]) -> str:
     return best
 
 
-def oci_spec(
-    *,
-    argv: list[str],
-    env: dict[str, str],
-    adj: int,
-    rootfs: str,
-    cgroups_path: str,
-    limit_bytes: int | None,
-    oom_group: bool,
-    annotations: dict[str, str],
-    hostname: str | None,
-    join_pid: int | None,
-    extra_binds: list[str],
-) -> dict[str, Any]:
-    """The OCI runtime spec of one container (``join_pid``: the sandbox whose namespaces it joins)."""
-    if join_pid is None:
-        namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "network")]
-    else:
-        namespaces = [
-            {"type": kind, "path": f"/proc/{join_pid}/ns/{name}"}
-            for kind, name in (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"))
-        ]
-        namespaces.append({"type": "mount"})
-    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    if limit_bytes is not None:
-        resources["memory"] = {"limit": limit_bytes}
-    if oom_group:
-        resources["unified"] = {"memory.oom.group": "1"}
-    mounts = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {
-            "destination": "/dev",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-        },
-        {
-            "destination": "/dev/pts",
-            "type": "devpts",
-            "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-        },
-        {
-            "destination": "/dev/shm",
-            "type": "tmpfs",
-            "source": "shm",
-            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        },
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ]
-    mounts += [
-        {"destination": point, "type": "bind", "source": point, "options": ["rbind", "ro"]} for point in extra_binds
-    ]
-    spec = {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": argv,
-            "env": [f"{key}={value}" for key, value in env.items()],
-            "cwd": "/",
-            "capabilities": {kind: list(_CAPS) for kind in ("bounding", "effective", "permitted", "ambient")},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-            "oomScoreAdj": adj,
-        },
-        "root": {"path": rootfs, "readonly": True},
-        "mounts": mounts,
-        "annotations": annotations,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "resources": resources,
-            "namespaces": namespaces,
-            "maskedPaths": [
-                "/proc/acpi",
-                "/proc/kcore",
-                "/proc/keys",
-                "/proc/latency_stats",
-                "/proc/timer_list",
-                "/proc/sched_debug",
-                "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
-    }
-    if hostname is not None:
-        spec["hostname"] = hostname
-    return spec
-
-
 class RuncRuntime:
+    """The :class:`~oomtop.lab.runtime.Runtime` of real OCI containers: runc makes each container's cgroup, limit
+    and namespaces from a bundle as containerd would, so the lab sees what a node's kubelet and runtime do."""
+
     name = "runc"
     creates_cgroups = True
 
@@ -233,8 +143,6 @@ class RuncRuntime:
             detail = (result.stderr or b"").decode(errors="replace").strip()
             if log:
                 detail = _tail(log)
-            from oomtop.lab.node import LabRuntimeError
-
             raise LabRuntimeError(f"runc {args[0]} failed (status {result.returncode}): {detail}")
         return result
 
@@ -243,16 +151,6 @@ class RuncRuntime:
         log = os.path.join(self.logs, f"{container.id[:12]}.log")
         pid_file = os.path.join(self.logs, f"{container.id[:12]}-{len(container.processes)}.pid")
         if first:
-            assert pod.sandbox is not None  # LabNode.add_pod makes the sandbox before it starts anything
-            notes = bundle.cri_annotations(
-                container_id=container.id,
-                sandbox_id=pod.sandbox.id,
-                pod_name=pod.name,
-                namespace=pod.namespace,
-                pod_uid=pod.uid,
-                container_name=None if container.sandbox else container.name,
-                sandbox=container.sandbox,
-            )
             spec = oci_spec(
                 argv=argv,
                 env=hog_env(),
@@ -261,7 +159,7 @@ class RuncRuntime:
                 cgroups_path=container.path,
                 limit_bytes=container.limit_bytes,
                 oom_group=self.cgroup_version == 2 and not container.sandbox,
-                annotations=notes,
+                annotations=cri_annotations(container),
                 hostname=pod.name if container.sandbox else None,
                 join_pid=None if container.sandbox else pod.sandbox_pid,
                 extra_binds=self.extra_binds,
