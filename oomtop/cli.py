@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--theme", metavar="NAME", help="colour theme (see oomtop --list-themes)")
     replay.add_argument("--demo", action="store_true", help="open the recording shipped with oomtop (the lab's seed)")
     from oomtop.lab.command import add_parser as add_lab_parser
+    from oomtop.serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(commands, add_source_flags)
 
     add_lab_parser(commands)
     return parser
@@ -365,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_events(args, config)
         if args.command == "record":
             return run_record(args, config)
+        if args.command == "serve":
+            from oomtop.serve.command import run as run_serve
+
+            return run_serve(args, config, kmsg_path(args))
         if args.once:
             return run_once(config, args.json)
         return run_ui(config, args)

@@ -49,6 +49,11 @@ class LiveSource:
         self._flush_scheduled = False
         self._closed = False
 
+    @property
+    def kmsg_readable(self) -> bool:
+        """Whether the kernel log is being read (victim details); False before the start and with --kmsg none."""
+        return self._watcher is not None and self._watcher.kmsg_fileno() is not None
+
     def _put_events(self, events: list[OomEvent]) -> None:
         for event in events:
             self._queue.put_nowait(event)
