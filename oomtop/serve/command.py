@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -34,8 +35,8 @@ def listen_address(text: str) -> tuple[str, int]:
         port = int(port_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {port_text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range (1-65535): {port}")
+    if not 0 <= port < 65536:  # 0: any free port (tests)
+        raise argparse.ArgumentTypeError(f"port out of range (0-65535): {port}")
     return host, port
 
 
@@ -133,8 +134,10 @@ async def _collect(config: CollectorConfig, interval_s: float, kmsg_path: str | 
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            if getter not in done:
+            if getter not in done:  # stopped: the pending read ends before the stream is closed
                 getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await getter
                 break
             try:
                 update = getter.result()
