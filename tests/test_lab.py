@@ -97,7 +97,11 @@ def check_run(done: subprocess.CompletedProcess[str], kills: int | None) -> list
     _kills, ooms, right, wrong, missed = (int(g) for g in summary.groups())
     assert wrong == 0 and missed == 0 and right == ooms, context
     if kills is not None:
-        assert ooms == kills, f"{ooms} OOMs, expected {kills}\n{context}"
+        # the kernel's exit race: a second OOM in a round while its first victim still exits, which the lab
+        # checks (and must find right) and names on that kill's line
+        follow_ups = sum("a follow-up OOM while the first victim was still exiting" in line
+                         for line in done.stdout.splitlines() if line.startswith("kill "))  # fmt: skip
+        assert ooms - follow_ups == kills, f"{ooms} OOMs ({follow_ups} follow-ups), expected {kills}\n{context}"
     assert "Traceback" not in done.stderr, context
     return lines  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 
 from oomtop.collect.cgroupfs import MemoryHierarchy
@@ -29,6 +30,7 @@ from oomtop.lab.kubelet import (
 )
 from oomtop.lab.layout import CgroupLayout, CgroupTree, Driver
 from oomtop.lab.observe import event_is_ours, scope_sample
+from oomtop.lab.procs import LabProcess, Pipes, psutil_process, start_ticks
 from oomtop.lab.rounds import MARGIN_MIB, MIN_VICTIM_MIB, plan_rounds
 from oomtop.lab.truth import GroupKill, Killed, Summary, parse_record
 from oomtop.model import KilledTask, OomEvent, QosClass
@@ -544,3 +546,67 @@ def test_collector_sees_a_cgroup_made_while_it_lists_the_parent(
         assert made
         paths = [c.path for c in collector.sample().cgroups]
     assert child in paths
+
+
+# ------------------------------------------------------------------------------ process control (psutil)
+
+
+def _lab_process(pid: int, ticks: int | None) -> LabProcess:
+    """A LabProcess as a runc-started one is (no Popen): known by pid and start time alone."""
+    pipes = Pipes()
+    pipes.close()
+    return LabProcess("under-test", "process", "/t", pipes, pid=pid, ticks=ticks)
+
+
+def _children(parent: int, timeout_s: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout_s
+    while not (children := psutil.Process(parent).children()):
+        assert time.monotonic() < deadline, f"pid {parent} started no child"
+        time.sleep(0.01)
+    return children
+
+
+def test_a_lab_process_is_its_pid_and_start_time_and_nothing_else() -> None:
+    """A LabProcess whose start time does not match the process at its pid (a reused pid) is dead to the lab: it
+    is not alive and its kill() reaches nothing; the real one is killed, waited for and reaped."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        ticks = start_ticks(sleeper.pid)
+        assert ticks is not None
+        ours = _lab_process(sleeper.pid, ticks)
+        impostor = _lab_process(sleeper.pid, ticks + 1)
+        assert ours.alive() and not impostor.alive()
+        impostor.kill()
+        assert impostor.wait_dead(0.0)  # nothing of its own to wait for
+        assert ours.alive() and sleeper.poll() is None, "a kill went to a process with another start time"
+        ours.kill()
+        assert ours.stopped_by_lab and ours.wait_dead(10.0) and not ours.alive()
+        assert not psutil.pid_exists(sleeper.pid), "the lab's own child was left a zombie"
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_zombie_another_process_must_reap_counts_as_dead() -> None:
+    """Under runc a pod's processes can be the pause process's children, not the lab's: once one exits it is dead
+    to the lab at once, though it stays a zombie until its own parent reaps it (which the lab must not do)."""
+    # sh starts a short sleep, then becomes a long sleep that never reaps it: a zombie whose parent is not us.
+    parent = subprocess.Popen(["sh", "-c", "sleep 2 & exec sleep 30"])
+    try:
+        (child,) = _children(parent.pid)
+        proc = _lab_process(child.pid, start_ticks(child.pid))
+        assert proc.alive()
+        assert proc.wait_dead(10.0) and not proc.alive()
+        assert child.status() == psutil.STATUS_ZOMBIE  # not reaped by the lab: it is not the lab's child
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_lab_process_that_never_started_is_not_alive() -> None:
+    never = _lab_process(0, None)
+    assert not never.alive() and never.wait_dead(0.0) and never.process() is None
+    never.kill()  # nothing to kill, no error
+    assert psutil_process(os.getpid(), None) is None
+    assert psutil_process(os.getpid(), start_ticks(os.getpid())) == psutil.Process()

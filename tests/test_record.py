@@ -1249,3 +1249,173 @@ def test_the_record_package_is_installed() -> None:
         excludes = find.get("exclude", [])
         assert any(fnmatch.fnmatchcase("oomtop.record", pattern) for pattern in includes)
         assert not any(fnmatch.fnmatchcase("oomtop.record", pattern) for pattern in excludes)
+
+
+# ------------------------------------------------------------------------------------ a slow disk (issue 12)
+
+
+def in_time_order(samples: list[Sample], events: list[OomEvent]) -> list[Sample | OomEvent]:
+    """Samples and kills as a live Source yields them: each kill after the samples before it."""
+    ordered: list[Sample | OomEvent] = []
+    pending = sorted(events, key=lambda event: event.time or 0.0)
+    for sample in samples:
+        while pending and (pending[0].time or 0.0) <= sample.time:
+            ordered.append(pending.pop(0))
+        ordered.append(sample)
+    return ordered + pending
+
+
+async def test_a_slow_disk_never_stalls_the_loop(series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Every write to the file takes half a second (a disk busy with something else); the event loop that runs
+    the Source and the UI must not wait for any of them: updates keep coming every 20 ms and a heartbeat task
+    keeps waking up, while the writes run in a worker thread.  The file still ends up complete and in order."""
+    import itertools
+
+    write_delay = 0.5
+    original = RecordingFile.write
+    write_starts: list[float] = []
+
+    def slow_write(self: RecordingFile, data: bytes) -> None:
+        if data:
+            write_starts.append(time.monotonic())
+            time.sleep(write_delay)
+        original(self, data)
+
+    monkeypatch.setattr(RecordingFile, "write", slow_write)
+    samples, events = series
+    updates = in_time_order(samples, events)
+    path = tmp_path / "slow.oomrec"
+    recorder = Recorder(str(path), INTERVAL)
+    source = RecordingSource(StaticSource(updates, hold=True, delay_s=0.02), recorder)
+    stalls: list[float] = []
+
+    async def heartbeat() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            stalls.append(time.monotonic() - before - 0.005)
+
+    beat = asyncio.create_task(heartbeat())
+    stream = source.updates()
+    got: list[object] = []
+    arrivals: list[float] = []
+    started = time.monotonic()
+    async for update in stream:
+        got.append(update)
+        arrivals.append(time.monotonic())
+        if len(got) == len(updates):
+            break
+    ended = time.monotonic()
+    beat.cancel()
+    writes_meanwhile = sum(1 for start in write_starts if start < ended)
+    await stream.aclose()  # closes the recorder: waits (here, not on a live loop) for the last slow writes
+    source.close()
+
+    assert got == updates  # the Source went on: nothing lost, nothing reordered, nothing extra
+    assert writes_meanwhile >= 2, f"the disk was slow only {writes_meanwhile} times while updates flowed"
+    assert ended - started >= 2 * write_delay
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    print(
+        f"slow disk: {writes_meanwhile} writes of {write_delay} s; loop stall max {max(stalls) * 1000:.1f} ms, gap max "
+        f"{max(gaps) * 1000:.1f} ms"
+    )
+    assert max(stalls) < write_delay / 2, f"the loop stalled {max(stalls):.3f} s behind a {write_delay} s write"
+    assert max(gaps) < write_delay / 2, f"an update waited {max(gaps):.3f} s behind a {write_delay} s write"
+    recording, replayed = replay_all(path)
+    try:
+        assert recording.complete and recording.damage is None
+        assert replayed == samples and recording.events == events
+    finally:
+        recording.close()
+
+
+async def test_the_recorder_writes_the_bytes_the_synchronous_writer_writes(
+    series,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing off the loop changes when bytes reach the file, never which or in what order: with the same clocks,
+    the Recorder's file (writes in a worker thread, each delayed by a random few ms, the loop going on meanwhile)
+    is byte for byte the file of the plain synchronous RecordingFile."""
+    import types
+
+    from oomtop.record import writer
+
+    monkeypatch.setattr(writer, "time", types.SimpleNamespace(time=lambda: T0, monotonic=time.monotonic))
+    samples, events = series
+    updates: list[Sample | OomEvent | Notice] = list(in_time_order(samples, events))
+    updates.insert(30, Notice("permission denied reading /proc/1/status", "no-root"))
+
+    reference_clock = Clock(0.0)
+    reference = RecordingFile(str(tmp_path / "sync.oomrec"), INTERVAL, segment_s=5.0, monotonic=reference_clock)
+    for update in updates:
+        if isinstance(update, Sample):
+            reference_clock.now += 1.0  # a flush at every sample, whichever path ticks in between
+            reference.write_sample(update)
+        elif isinstance(update, OomEvent):
+            reference.write_event(update)
+        else:
+            reference.write_notice(update.text, update.key)
+    reference.close()
+
+    rng = random.Random(12)
+    original = RecordingFile.write
+
+    def jittery_write(self: RecordingFile, data: bytes) -> None:
+        time.sleep(rng.random() * 0.004)
+        original(self, data)
+
+    monkeypatch.setattr(RecordingFile, "write", jittery_write)
+    clock = Clock(0.0)
+    recorder = Recorder(str(tmp_path / "async.oomrec"), INTERVAL, segment_s=5.0, monotonic=clock)
+    recorder.start()
+    for update in updates:
+        if isinstance(update, Sample):
+            clock.now += 1.0
+        assert recorder.write(update) is None
+        await asyncio.sleep(rng.random() * 0.003)
+    recorder.close()
+    assert recorder.stopped is None
+    assert (tmp_path / "async.oomrec").read_bytes() == (tmp_path / "sync.oomrec").read_bytes()
+
+
+async def test_a_disk_that_cannot_keep_up_ends_the_recording_once(
+    series,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bytes waiting for a stuck disk are bounded: past the bound the recording stops with one Notice (the
+    Source goes on), and the file keeps a readable prefix of what was recorded."""
+    from oomtop.record import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "MAX_BACKLOG_BYTES", 8 << 10)
+    original = RecordingFile.write
+
+    def stuck_write(self: RecordingFile, data: bytes) -> None:
+        if self.bytes_written > 0:
+            time.sleep(0.3)
+        original(self, data)
+
+    monkeypatch.setattr(RecordingFile, "write", stuck_write)
+    samples = big_samples(tmp_path / "host", 200)
+    path = tmp_path / "stuck.oomrec"
+    recorder = Recorder(str(path), 1.0, segment_s=3600.0, flush_s=0.0)  # a frame per sample: the backlog grows
+    source = RecordingSource(StaticSource(samples, hold=False, delay_s=0.002), recorder)
+    updates: list[object] = []
+
+    async def consume() -> None:
+        async for update in source.updates():
+            updates.append(update)
+
+    await asyncio.wait_for(consume(), 60)
+    source.close()
+    stops = [u for u in updates if isinstance(u, Notice)]
+    assert len(stops) == 1, stops
+    assert "too slow" in stops[0].text and stops[0].key == "recording-stopped" and one_line(stops[0].text)
+    assert [u for u in updates if isinstance(u, Sample)] == samples
+    recording, replayed = replay_all(path)
+    try:
+        assert one_line(recording.damage) and not recording.complete
+        assert 0 < len(replayed) < len(samples) and replayed == samples[: len(replayed)]
+    finally:
+        recording.close()

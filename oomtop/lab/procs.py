@@ -3,6 +3,13 @@
 The lab keeps the write end of the hog's stdin for the hog's whole life: the hog waits on it for ``go`` and exits
 when it reads end-of-file, so a lab that exits, crashes or is SIGKILLed takes its hogs with it, even hogs that
 runc started in containers (which are not the lab's children).
+
+Process control of the processes runc started goes through psutil: its Process knows a pid by its creation time,
+so a kill or a wait never reaches a process that merely inherited the pid, and its wait sleeps on a pidfd instead
+of polling /proc.  This is off the hot path (a few calls per hog per run), where a clear API is worth more than the
+microseconds; the collector's per-tick reads stay direct (bench/bench_deps.py).  The start time itself is still
+read from /proc/<pid>/stat: it is the identity oomtop's own Samples carry (Task.start_ticks, in clock ticks), which
+psutil only gives as float seconds.
 """
 
 from __future__ import annotations
@@ -10,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 import oomtop
 
@@ -44,7 +52,8 @@ def hog_env() -> dict[str, str]:
 
 
 def start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat: with the pid, a process's identity (pids are reused)."""
+    """Field 22 of /proc/<pid>/stat: with the pid, a process's identity (pids are reused), in the clock ticks the
+    collector's Task.start_ticks holds, so a LabProcess's key matches its Task in a Sample."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             return int(handle.read().rsplit(")", 1)[1].split()[19])
@@ -52,12 +61,20 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+def psutil_process(pid: int, ticks: int | None) -> psutil.Process | None:
+    """psutil's handle on the process with this pid and start time; None when it is gone or the pid now belongs to
+    another process.  The handle is made first and the start time checked after, so a pid reused in between is
+    caught; from then on psutil tells a reused pid by the creation time it took when the handle was made."""
+    if pid <= 0 or ticks is None:
         return None
+    try:
+        handle = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+    return handle if start_ticks(pid) == ticks else None
+
+
+_DEAD_STATES = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 class Pipes:
@@ -102,6 +119,8 @@ class LabProcess:
     ready_at: float = 0.0
     stopped_by_lab: bool = False
     _buffer: bytes = field(default=b"", repr=False)
+    _handle: psutil.Process | None = field(default=None, repr=False)
+    _gone: bool = field(default=False, repr=False)
 
     @property
     def key(self) -> tuple[int, int | None]:
@@ -136,19 +155,35 @@ class LabProcess:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode("ascii", "replace").strip()
 
+    def process(self) -> psutil.Process | None:
+        """This exact process as a psutil handle (made once); None once it is gone (dead stays dead)."""
+        if self._gone:
+            return None
+        if self._handle is None or self._handle.pid != self.pid:
+            self._handle = psutil_process(self.pid, self.ticks)
+        if self._handle is None or not self._handle.is_running():  # is_running: False for a reused pid too
+            self._handle = None
+            self._gone = self.pid > 0 and self.ticks is not None
+            return None
+        return self._handle
+
     def alive(self) -> bool:
         """Running (a zombie or a reused pid is dead)."""
         if self.popen is not None:
             return self.popen.poll() is None
-        if not self.pid:
+        handle = self.process()
+        if handle is None:
             return False
-        if start_ticks(self.pid) != self.ticks:
+        try:
+            status = handle.status()
+        except psutil.NoSuchProcess:
             return False
-        state = _state(self.pid)
-        if state == "Z":  # under runc the lab is the containers' subreaper (as containerd-shim is): reap it
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, os.WNOHANG)
-        return state is not None and state not in ("Z", "X")
+        if status == psutil.STATUS_ZOMBIE:
+            # Under runc the lab is the containers' subreaper (as containerd-shim is): reap it.  wait(0) reaps a
+            # child of ours and raises TimeoutExpired for a zombie whose parent is another (a pod's pause).
+            with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess):
+                handle.wait(timeout=0)
+        return status not in _DEAD_STATES
 
     def kill(self) -> None:
         """SIGKILL (only this exact process: the pid and its start time must still match)."""
@@ -159,16 +194,31 @@ class LabProcess:
                     self.popen.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=10)
-        elif self.pid and self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        elif self.alive():
+            handle = self.process()
+            if handle is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):  # psutil refuses a pid that another process took
+                    handle.kill()
 
     def wait_dead(self, timeout_s: float) -> bool:
+        """Until the process is dead (a zombie counts as dead), at most ``timeout_s``; True when it is.
+
+        psutil's wait sleeps on a pidfd and wakes when the process exits; the loop around it is for a zombie that
+        another process must reap (psutil waits for it to vanish, the lab only for it to die)."""
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
         deadline = time.monotonic() + timeout_s
         while self.alive():
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            handle = self.process()
+            if left <= 0:
                 return False
-            time.sleep(0.01)
+            if handle is not None:
+                psutil.wait_procs([handle], timeout=min(left, 0.1))
         return True
 
     def close(self) -> None:

@@ -268,7 +268,13 @@ def _redacted(sample: Sample) -> Sample:
 
 
 class RecordingFile:
-    """A recording being written with plain os.write calls (the headless recorder wraps it in aiofiles)."""
+    """A recording being written with plain os.write calls.
+
+    Encoding and writing are separate steps: the ``*_frames`` methods turn updates into bytes (they touch only the
+    encoder), :meth:`write` puts bytes into the file (it touches only the descriptor).  The synchronous
+    ``write_*`` methods do both at once; the recorder of an asyncio program encodes on its event loop and writes
+    from a worker thread, so a slow disk stalls a thread, never the loop (oomtop/record/recorder.py).
+    """
 
     def __init__(self, path: str, interval_s: float, redact_cmdline: bool = False, **encoder_options: Any) -> None:
         self.path = path
@@ -285,7 +291,34 @@ class RecordingFile:
         self.bytes_written = 0
         self.closed = False
 
-    def _write(self, data: bytes) -> None:
+    # --------------------------------------------------------------------------- encoding (no file access)
+
+    def sample_frames(self, sample: Sample) -> bytes:
+        """What :meth:`write_sample` writes (the header first, the first time)."""
+        header = b"" if self.encoder.header_written else self.encoder.header(sample)
+        return header + self.encoder.sample(sample)
+
+    def event_frames(self, event: OomEvent) -> bytes:
+        header = b"" if self.encoder.header_written else self.encoder.header(None)
+        return header + self.encoder.event(event)
+
+    def notice_frames(self, text: str, key: str = "") -> bytes:
+        """A notice is only worth keeping in a file that has a header (one that recorded something)."""
+        return self.encoder.notice(text, key) if self.encoder.header_written else b""
+
+    def tick_frames(self) -> bytes:
+        return self.encoder.tick()
+
+    def end_frames(self) -> bytes:
+        """The last bytes of a complete file: the pending data and the end frame (a header first if none was)."""
+        header = b"" if self.encoder.header_written else self.encoder.header(None)
+        return header + self.encoder.close()
+
+    # ------------------------------------------------------------------------------ writing (no encoding)
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data``; a failure closes the file and raises RecordingStopped (nothing more is written,
+        so the file stays a readable prefix)."""
         if not data or self.closed:
             return
         view = memoryview(data)
@@ -301,31 +334,31 @@ class RecordingFile:
             raise RecordingStopped(f"recording to {self.path} stopped: {reason}") from None
 
     def write_sample(self, sample: Sample) -> None:
-        if not self.encoder.header_written:
-            self._write(self.encoder.header(sample))
-        self._write(self.encoder.sample(sample))
+        self.write(self.sample_frames(sample))
 
     def write_event(self, event: OomEvent) -> None:
-        if not self.encoder.header_written:
-            self._write(self.encoder.header(None))
-        self._write(self.encoder.event(event))
+        self.write(self.event_frames(event))
 
     def write_notice(self, text: str, key: str = "") -> None:
-        if self.encoder.header_written:
-            self._write(self.encoder.notice(text, key))
+        self.write(self.notice_frames(text, key))
 
     def tick(self) -> None:
-        self._write(self.encoder.tick())
+        self.write(self.tick_frames())
 
     def sync(self) -> None:
         if not self.closed:
             os.fsync(self.fd)
 
+    def abandon(self) -> None:
+        """Close without the end frame: for a recording given up with frames still unwritten, where an end frame
+        after the gap would continue a compressed stream that misses its middle."""
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
     def close(self) -> None:
         if self.closed:
             return
-        if not self.encoder.header_written:
-            self._write(self.encoder.header(None))
-        self._write(self.encoder.close())
+        self.write(self.end_frames())
         self.closed = True
         os.close(self.fd)
