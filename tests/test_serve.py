@@ -113,7 +113,8 @@ def test_predicted_victims_per_domain(sample: Sample) -> None:
     assert by_domain[("container", "app")]["victim_comm"] == "java"
     assert by_domain[("pod", "web-0")]["victim_container"] == "app"
     assert by_domain[("node", "")] == {
-        "domain": "node", "victim_container": "worker", "victim_pod": "jobs/batch-7", "victim_comm": "python3",
+        "domain": "node", "victim_namespace": "jobs", "victim_pod": "batch-7", "victim_pod_uid": UID_BATCH,
+        "victim_container": "worker", "victim_comm": "python3",
     }  # fmt: skip
     assert not any("pid" in key for v in victims for key in v)  # a restart makes no new series
     # the score is the kernel's: points per 1000 pages of the domain, as the UI shows it

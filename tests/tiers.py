@@ -103,6 +103,14 @@ def tmux_reason() -> str | None:
     return None if shutil.which("tmux") else "tmux is not installed (.ci/run installs it: apt-get install tmux)"
 
 
+def prometheus_reason() -> str | None:
+    """Debian's prometheus and promtool: the alert rules' tests, and a real Prometheus scraping oomtop serve."""
+    for name in ("prometheus", "promtool"):
+        if shutil.which(name) is None:
+            return f"{name} is not installed (.ci/run installs it: apt-get install prometheus)"
+    return None
+
+
 def qemu_reason() -> str | None:
     """The cgroup v2 kernel tier: boots Debian's kernel under qemu (tests/v2/harness.py says what it needs)."""
     from tests.v2 import harness
@@ -125,6 +133,7 @@ TIERS: dict[str, tuple[str, Callable[[], str | None]]] = {
     "kmsg": ("a readable /dev/kmsg", kmsg_reason),
     "runc": ("runc", runc_reason),
     "tmux": ("tmux", tmux_reason),
+    "prometheus": ("prometheus and promtool", prometheus_reason),
     "qemu": ("the cgroup v2 VM (qemu)", qemu_reason),
 }
 

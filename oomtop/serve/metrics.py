@@ -203,10 +203,9 @@ def _victims(view: View, plain: Cap, comms: Cap) -> Metric:
         if labels is None:
             continue
         holder = view.by_path.get(victim.cgroup)
-        if holder is not None and holder.identity.container is not None:
-            labels["victim_container"] = holder.identity.container.label
-            if holder.identity.pod is not None:
-                labels["victim_pod"] = holder.identity.pod.label
+        if holder is not None and holder.identity.pod is not None:  # victim_namespace, victim_pod, ...: joinable
+            victim_of = pod_labels(holder.identity.pod, holder.identity.container)
+            labels.update({f"victim_{k}": v for k, v in victim_of.items() if k != "qos"})
         labels["victim_comm"] = comms(victim.comm)
         victims.add_sample(victims.name, labels, normalised_score(points, verdict.totalpages))
     return victims
