@@ -35,12 +35,14 @@ class LiveSource:
         kmsg_path: str | None = "/dev/kmsg",
         with_history: bool = True,
         samples: bool = True,
+        tick_s: float = TICK_S,
     ) -> None:
         self.config = config or CollectorConfig()
         self.interval_s = interval_s
         self._kmsg_path = kmsg_path
         self._with_history = with_history
         self._samples = samples
+        self._tick_s = tick_s  # how often waiting events are looked at: their latency, and ~50 wake-ups a second
         self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._poller: LivePoller | None = None
@@ -120,7 +122,7 @@ class LiveSource:
     async def _tick(self) -> None:
         assert self._watcher is not None
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self._tick_s)
             self._put_events(self._watcher.tick())
 
     async def updates(self) -> AsyncIterator[Update]:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from oomtop.model import OomEvent, Sample
 from oomtop.report import View
 from oomtop.serve.command import listen_address
-from oomtop.serve.exporter import OPENMETRICS, PROMETHEUS_TEXT, Exporter
+from oomtop.serve.exporter import OPENMETRICS, PROMETHEUS_TEXT, Exporter, Renderer
 from oomtop.serve.http import MetricsServer
 from oomtop.serve.metrics import MAX_COMMS, OTHER, Cap, KillLedger, sample_families
 from tests.ui_fixtures import (
@@ -215,22 +215,53 @@ def test_both_formats_parse_and_openmetrics_ends_in_eof(sample: Sample) -> None:
 
 
 def test_one_sample_is_rendered_once_however_many_scrape(sample: Sample, monkeypatch: pytest.MonkeyPatch) -> None:
-    import oomtop.serve.exporter as module
-
     calls: list[int] = []
-    real = module.generate_latest
+    real = Renderer.render
 
-    def counting(registry):  # type: ignore[no-untyped-def]
-        calls.append(len(list(registry.collect())))
-        return real(registry)
+    def counting(self: Renderer, families: list, openmetrics: bool) -> bytes:  # type: ignore[type-arg]
+        families = list(families)
+        calls.append(len(families))
+        return real(self, families, openmetrics)
 
-    monkeypatch.setattr(module, "generate_latest", counting)
+    monkeypatch.setattr(Renderer, "render", counting)
     exporter = Exporter(0.5)
     exporter.publish(sample_families(View.of(sample), Cap(100), Cap(20)), FIXED_TIME)
     bodies = {exporter.scrape("")[0].split(b"# HELP oomtop_sample_age")[0] for _ in range(10)}
     assert len(bodies) == 1
     big = [n for n in calls if n > 1]  # the Sample's families; the age family alone is rendered per scrape
     assert big == [len(exporter._snapshot.families)]  # type: ignore[union-attr]
+
+
+def _parsed(families: object) -> list[tuple[str, str, list[tuple[str, dict[str, str], float]]]]:
+    return [(f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples]) for f in families]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("openmetrics", [True, False])
+def test_the_renderer_writes_what_prometheus_client_writes(sample: Sample, openmetrics: bool) -> None:
+    """oomtop's own writer against the library's, on a whole node plus hostile label values: both parse to the
+    same families and samples with prometheus_client's own parsers."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from prometheus_client.registry import Collector
+
+    ledger = KillLedger()
+    ledger.add(kill_event(sample))
+    hostile = _killed(kill_event(sample), 'a"b\\c\nd')
+    ledger.add(hostile)
+    families = [*sample_families(View.of(sample), ledger.plain, ledger.comms), *ledger.families()]
+    exporter = Exporter(0.5)
+    exporter.publish(families, FIXED_TIME)
+    families = exporter._snapshot.families  # type: ignore[union-attr]
+
+    class Fixed(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            return iter(families)
+
+    ours = Renderer().render(families, openmetrics).decode()
+    theirs = (generate_openmetrics(Fixed()) if openmetrics else generate_latest(Fixed())).decode()  # type: ignore[no-untyped-call]
+    parse = parse_openmetrics if openmetrics else parse_text
+    assert _parsed(parse(ours)) == _parsed(parse(theirs))
+    assert 'victim_comm="a\\"b\\\\c\\nd"' in ours
 
 
 def test_health_fresh_stale_and_before_the_first_sample(sample: Sample) -> None:
@@ -367,3 +398,27 @@ def test_serve_never_imports_textual() -> None:
                           check=False, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_a_gzip_scrape_is_the_same_exposition(sample: Sample) -> None:
+    """Prometheus asks for gzip: the Sample's body is compressed once and sent with the age as a second gzip
+    member, which decompresses (as Go's reader does, multistream) to exactly the plain scrape."""
+    import gzip
+
+    exporter = Exporter(0.5, wall_clock=lambda: FIXED_TIME + 1)
+    exporter.publish(sample_families(View.of(sample), Cap(100), Cap(20)), FIXED_TIME)
+    for accept in ("application/openmetrics-text", ""):
+        plain, content_type = exporter.scrape(accept)
+        packed, packed_type = exporter.scrape(accept, gzipped=True)
+        assert packed_type == content_type and gzip.decompress(packed) == plain
+        assert len(packed) < len(plain) / 4
+    server = MetricsServer("127.0.0.1", 0, exporter)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.address[1]}/metrics"
+        request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(response.read()) == exporter.scrape("")[0]
+    finally:
+        server.close()

@@ -14,11 +14,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from oomtop.collect.collector import CollectorConfig
 
 DEFAULT_LISTEN = "127.0.0.1:9842"
+SLOW_INTERVALS = 5
+TICK_S = 0.1
 
 
 class ServeError(Exception):
@@ -114,7 +117,11 @@ async def _collect(config: CollectorConfig, interval_s: float, kmsg_path: str | 
     from oomtop.serve.metrics import KillLedger, sample_families
     from oomtop.source import Notice, close_updates
 
-    source = LiveSource(config, interval_s, kmsg_path=kmsg_path)
+    # Metrics are scraped every few seconds at best: limits, adj and quiet cgroups' processes are re-read every
+    # SLOW_INTERVALS intervals (the live view re-reads them every second), and waiting kills are looked at every
+    # TICK_S (events are counted, not shown: 100 ms later costs nothing, 50 wake-ups a second cost ~1% of a core).
+    slow = max(config.slow_interval_s, SLOW_INTERVALS * interval_s)
+    source = LiveSource(replace(config, slow_interval_s=slow), interval_s, kmsg_path=kmsg_path, tick_s=TICK_S)
     ledger = KillLedger()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -49,8 +49,12 @@ def metrics_app(exporter: Exporter) -> Any:
             start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
             return [b"only GET and HEAD\n"]
         if path == "/metrics":
-            body, content_type = exporter.scrape(environ.get("HTTP_ACCEPT", ""))
-            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+            body, content_type = exporter.scrape(environ.get("HTTP_ACCEPT", ""), gzipped=gzipped)
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            if gzipped:
+                headers.append(("Content-Encoding", "gzip"))
+            start_response("200 OK", headers)
             return [b"" if method == "HEAD" else body]
         if path == "/healthz":
             fresh, why = exporter.health()
