@@ -70,3 +70,21 @@ def test_beyond_children_is_what_living_children_and_the_own_count_do_not_explai
 def test_beyond_children_skips_cgroups_without_a_previous_reading() -> None:
     cgroups = [Counters("/p", 5, 0)]
     assert beyond_children(cgroups, {"/p": 5}, {}, lambda c: c.oom_kills_local, {}, {}) == {}
+
+
+def test_beyond_children_a_parent_read_before_its_childs_kill_catches_up_without_a_second_kill() -> None:
+    """A poll read /p, then a kill in /p/a, then /p/a: the child moved and the parent not yet; at the next poll
+    the parent catches up.  That move is the child's kill, not one of the parent's (the v2 VM's one kill, two
+    events under load)."""
+    ahead: dict[str, int] = {}
+
+    def poll(cgroups: list[Counters], previous: dict[str, int], local_before: dict[str, int]) -> dict[str, int]:
+        current = {c.path: c.oom_kills for c in cgroups}
+        return beyond_children(cgroups, current, previous, lambda c: c.oom_kills_local, local_before, {}, ahead)
+
+    assert poll([Counters("/p", 0, 0), Counters("/p/a", 1, 1)], {"/p": 0, "/p/a": 0}, {"/p": 0, "/p/a": 0}) == {}
+    assert ahead == {"/p": 1}
+    assert poll([Counters("/p", 1, 0), Counters("/p/a", 1, 1)], {"/p": 0, "/p/a": 1}, {"/p": 0, "/p/a": 1}) == {}
+    assert ahead == {}
+    # a real kill in a child made and removed between the polls is still one
+    assert poll([Counters("/p", 2, 0)], {"/p": 1}, {"/p": 0}) == {"/p": 1}

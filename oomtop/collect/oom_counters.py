@@ -85,9 +85,15 @@ def beyond_children(
     local: Callable[[CgroupCounters], int | None],
     local_before: dict[str, int],
     vanished: dict[str, int],
+    ahead: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """v2, per cgroup: how far a hierarchical counter moved beyond what its living children, its own local count
-    and the wake-ups' counts in children now gone explain -- events in children made and removed between polls."""
+    and the wake-ups' counts in children now gone explain -- events in children made and removed between polls.
+
+    A poll reads a parent's file and its children's at different moments, so a kill between the two reads shows in
+    a child first and in the parent only at the next poll.  ``ahead`` (kept by the caller across polls) holds what
+    the children showed that their parent did not yet: the parent's later move is theirs, not a kill of its own."""
+    ahead = {} if ahead is None else ahead
     children: dict[str, list[str]] = {}
     for cgroup in cgroups:
         if cgroup.parent_path is not None:
@@ -98,10 +104,14 @@ def beyond_children(
         if cgroup.path not in previous or own is None:
             continue
         delta = current[cgroup.path] - previous[cgroup.path]
-        if delta <= 0:
+        if delta < 0:  # a counter never goes back: a recreated cgroup, nothing to compare
+            ahead.pop(cgroup.path, None)
             continue
         explained = sum(current[child] - previous.get(child, 0) for child in children.get(cgroup.path, ()))
-        unexplained = delta - explained - max(0, own - local_before.get(cgroup.path, 0)) - vanished.get(cgroup.path, 0)
+        explained += max(0, own - local_before.get(cgroup.path, 0)) + vanished.get(cgroup.path, 0)
+        unexplained = delta - explained - ahead.pop(cgroup.path, 0)
         if unexplained > 0:
             out[cgroup.path] = unexplained
+        elif unexplained < 0:  # the children (or its own count) are ahead of this read of the parent
+            ahead[cgroup.path] = -unexplained
     return out

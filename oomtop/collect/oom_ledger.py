@@ -88,6 +88,8 @@ class CounterLedger:
         self._sample_local: dict[str, int] = {}  # each cgroup's own kill count as the last sample read it
         self._group_counts: dict[str, int] = {}  # v2 events.local oom_group_kill, as last read
         self._hier_group_counts: dict[str, int] = {}  # v2 memory.events oom_group_kill, as the last sample read it
+        self._hier_ahead: dict[str, int] = {}  # what children showed that the parent's read did not yet
+        self._hier_group_ahead: dict[str, int] = {}
         self._sample_group_local: dict[str, int] = {}
         # counts of cgroups a Sample left out, for LOG_MATCH_WINDOW_S (see vanished_counts)
         self._gone_counts: dict[str, tuple[int, float]] = {}
@@ -180,10 +182,17 @@ class CounterLedger:
                 lambda c: c.oom_group_kills_local,
                 self._sample_group_local,
                 vanished_groups,
+                self._hier_group_ahead,
             ).items():
                 self._group_debts.append(_GroupDebt(path, count, now))
         for path, count in beyond_children(
-            cgroups, current, previous, lambda c: c.oom_kills_local, self._sample_local, vanished_counted
+            cgroups,
+            current,
+            previous,
+            lambda c: c.oom_kills_local,
+            self._sample_local,
+            vanished_counted,
+            self._hier_ahead,
         ).items():
             self._add_increment(path, count, now, {"counter"}, vanished=True)
 
