@@ -35,29 +35,48 @@ def interval(text: str) -> float:
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
-    """Where to read the node from: shared by the UI, --once and events."""
+    """Where to read the node from: shared by the UI, --once and every subcommand that reads the node.
+
+    A subcommand's copies default to "not given" (argparse.SUPPRESS), so ``oomtop --host-root /host serve`` and
+    ``oomtop serve --host-root /host`` mean the same: without it the subcommand's default would silently replace
+    the value given before the subcommand's name."""
+    subcommand = " " in parser.prog  # "oomtop serve"; the top-level parser is "oomtop"
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if subcommand else value
+
     parser.add_argument(
         "--interval",
         type=interval,
-        default=DEFAULT_INTERVAL_S,
+        default=default(DEFAULT_INTERVAL_S),
         metavar="S",
         help=f"seconds between samples (default {DEFAULT_INTERVAL_S}, at least {MIN_INTERVAL_S})",
     )
     parser.add_argument(
-        "--host-root", metavar="DIR", help="the host's / mounted here (when oomtop runs in a container)"
+        "--host-root",
+        metavar="DIR",
+        default=default(None),
+        help="the host's / mounted here (when oomtop runs in a container)",
     )
-    parser.add_argument("--sysfs-root", metavar="DIR", help="cgroup filesystem root (default /sys/fs/cgroup)")
-    parser.add_argument("--procfs-root", metavar="DIR", help="procfs root (default /proc)")
     parser.add_argument(
-        "--metadata-root", metavar="DIR", help="root of node metadata such as /var/log/pods (default /)"
+        "--sysfs-root", metavar="DIR", default=default(None), help="cgroup filesystem root (default /sys/fs/cgroup)"
+    )
+    parser.add_argument("--procfs-root", metavar="DIR", default=default(None), help="procfs root (default /proc)")
+    parser.add_argument(
+        "--metadata-root",
+        metavar="DIR",
+        default=default(None),
+        help="root of node metadata such as /var/log/pods (default /)",
     )
     parser.add_argument(
         "--kmsg",
         metavar="PATH",
-        default=None,
+        default=default(None),
         help="kernel log device (default /dev/kmsg; 'none' to not read it)",
     )
-    parser.add_argument("--redact-cmdline", action="store_true", help="never read or show command lines")
+    parser.add_argument(
+        "--redact-cmdline", action="store_true", default=default(False), help="never read or show command lines"
+    )
 
 
 def duration(text: str) -> float:
@@ -99,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("file", nargs="?", default="-", metavar="FILE", help="the log file, or - for standard input")
     explain.add_argument("--json", action="store_true", help="one JSON object per kill, one per line")
-    explain.add_argument("--metadata-root", metavar="DIR", help="node metadata for pod and container names")
+    explain.add_argument(
+        "--metadata-root",
+        metavar="DIR",
+        default=argparse.SUPPRESS,  # given before "explain", the top-level value stands
+        help="node metadata for pod and container names",
+    )
     events = commands.add_parser(
         "events",
         help="print past OOM kills from the kernel log, then follow new ones",
@@ -131,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--demo", action="store_true", help="open the recording shipped with oomtop (the lab's seed)")
     from oomtop.lab.command import add_parser as add_lab_parser
     from oomtop.serve.command import add_parser as add_serve_parser
+    from oomtop.ui.web import add_parser as add_web_parser
 
     add_serve_parser(commands, add_source_flags)
+    add_web_parser(commands, add_source_flags)
 
     add_lab_parser(commands)
     return parser
@@ -226,8 +252,15 @@ def list_themes() -> int:
     return 0
 
 
+def on_a_terminal() -> bool:
+    """Whether the app has a screen to draw on: a terminal on stdin and stdout, or a Textual driver of its own
+    (``TEXTUAL_DRIVER``: textual-serve sets the web driver for each browser session's process, whose stdin and
+    stdout are pipes to the server)."""
+    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stdout.isatty())
+
+
 def app_setup(args: argparse.Namespace, no_terminal: str) -> tuple[str, Catalogue, list[Notice]]:
-    """Theme, theme catalogue and start-up notices for the app; a UsageError without a terminal."""
+    """Theme, theme catalogue and start-up notices for the app; a UsageError without a terminal (or web driver)."""
     from oomtop.source import Notice
     from oomtop.ui.themes import discover, resolve
 
@@ -236,7 +269,7 @@ def app_setup(args: argparse.Namespace, no_terminal: str) -> tuple[str, Catalogu
         theme, problem = resolve(args.theme, catalogue)
     except KeyError:
         raise UsageError(f"no theme named {args.theme!r} (oomtop --list-themes shows them)") from None
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not on_a_terminal():
         raise UsageError(no_terminal)
     notices: list[Notice] = []
     if problem is not None:  # a broken theme file: one line, then the default theme
@@ -253,7 +286,9 @@ def app_setup(args: argparse.Namespace, no_terminal: str) -> tuple[str, Catalogu
 def run_ui(config: CollectorConfig, args: argparse.Namespace) -> int:
     """The live terminal UI on this node (or on the fixture under --host-root)."""
     theme, catalogue, notices = app_setup(
-        args, "the live view needs a terminal; use `oomtop --once` (or --once --json) for a snapshot"
+        args,
+        "the live view needs a terminal (or a browser: `oomtop web`); "
+        "use `oomtop --once` (or --once --json) for a snapshot",
     )
     from oomtop.live import LiveSource
     from oomtop.ui.app import OomtopApp
@@ -372,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from oomtop.serve.command import run as run_serve
 
             return run_serve(args, config, kmsg_path(args))
+        if args.command == "web":
+            from oomtop.ui.web import run as run_web
+
+            return run_web(args)
         if args.once:
             return run_once(config, args.json)
         return run_ui(config, args)

@@ -422,3 +422,18 @@ def test_a_gzip_scrape_is_the_same_exposition(sample: Sample) -> None:
             assert gzip.decompress(response.read()) == exporter.scrape("")[0]
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("command", ["serve", "events", "record", "explain"])
+def test_source_flags_mean_the_same_before_or_after_the_subcommand(command: str) -> None:
+    """``oomtop --host-root /host serve`` once lost its flag: the subcommand's default replaced it silently."""
+    from oomtop.cli import build_parser
+
+    parser = build_parser()
+    extra = ["out.oomrec"] if command == "record" else []
+    flags = ["--metadata-root", "/meta"] if command == "explain" else ["--host-root", "/host", "--kmsg", "none"]
+    before = parser.parse_args([*flags, command, *extra])
+    after = parser.parse_args([command, *extra, *flags])
+    for name in ("host_root", "kmsg", "metadata_root", "interval"):
+        assert getattr(before, name, None) == getattr(after, name, None)
+    assert (before.metadata_root if command == "explain" else before.host_root) in ("/meta", "/host")
