@@ -99,6 +99,14 @@ def runc_reason() -> str | None:
     return None if runc_path() is not None else "runc is not installed (.ci/run installs it: apt-get install runc)"
 
 
+def oci_reason() -> str | None:
+    """The image's tools: mmdebstrap and umoci build it (deploy/image/build.sh), runc runs it as kubelet would."""
+    for name in ("mmdebstrap", "umoci"):
+        if shutil.which(name) is None:
+            return f"{name} is not installed (.ci/run installs it: apt-get install {name})"
+    return runc_reason()
+
+
 def tmux_reason() -> str | None:
     return None if shutil.which("tmux") else "tmux is not installed (.ci/run installs it: apt-get install tmux)"
 
@@ -109,6 +117,15 @@ def prometheus_reason() -> str | None:
         if shutil.which(name) is None:
             return f"{name} is not installed (.ci/run installs it: apt-get install prometheus)"
     return None
+
+
+def chromium_reason() -> str | None:
+    """Debian's chromium, driven headless by Playwright: oomtop web's page in a real browser."""
+    return (
+        None
+        if shutil.which("chromium")
+        else "chromium is not installed (.ci/run installs it: apt-get install chromium)"
+    )
 
 
 def qemu_reason() -> str | None:
@@ -132,8 +149,10 @@ TIERS: dict[str, tuple[str, Callable[[], str | None]]] = {
     "memcg": ("root and a memory controller", memcg_reason),
     "kmsg": ("a readable /dev/kmsg", kmsg_reason),
     "runc": ("runc", runc_reason),
+    "oci": ("the OCI image tools (mmdebstrap, umoci) and runc", oci_reason),
     "tmux": ("tmux", tmux_reason),
     "prometheus": ("prometheus and promtool", prometheus_reason),
+    "chromium": ("Debian's chromium", chromium_reason),
     "qemu": ("the cgroup v2 VM (qemu)", qemu_reason),
 }
 
