@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,24 @@ def test_a_living_cgroup_dropped_by_a_failed_read_comes_back(
         failing["on"] = False
         assert path not in by_path(collector.sample())  # gone for real: not looked for again
         assert not collector._unready
+
+
+def test_the_node_is_named_by_the_host_in_a_private_uts_namespace(tmp_path: Path) -> None:
+    """oomtop in a pod with its own UTS namespace reads the pod's name in <procfs>/sys/kernel/hostname; when the
+    host's init (PID 1 of that procfs) lives in another UTS namespace, the host's /etc/hostname names the node."""
+    from oomtop.collect.node import node_hostname
+
+    proc, root = tmp_path / "proc", tmp_path / "host"
+    (proc / "sys/kernel").mkdir(parents=True)
+    (proc / "sys/kernel/hostname").write_text("oomtop-pod-x7k2\n")
+    (proc / "1/ns").mkdir(parents=True)
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hostname").write_text("node-7.example\n")
+    os.symlink("uts:[1]", proc / "1/ns/uts")  # what readlink gives for a namespace other than ours
+    assert node_hostname(str(proc), str(root)) == "node-7.example"
+    os.unlink(proc / "1/ns/uts")
+    os.symlink(os.readlink("/proc/self/ns/uts"), proc / "1/ns/uts")  # the same namespace: the kernel's name
+    assert node_hostname(str(proc), str(root)) == "oomtop-pod-x7k2"
+    os.unlink(proc / "1/ns/uts")  # PID 1's namespace cannot be read (no ptrace access): the host's file decides
+    assert node_hostname(str(proc), str(root)) == "node-7.example"
+    assert node_hostname(str(proc), "/") == "oomtop-pod-x7k2"  # ... when there is a host root

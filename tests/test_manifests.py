@@ -34,6 +34,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
 from oomtop.cli import build_parser, kmsg_path
+from oomtop.serve.command import listen_address
 from oomtop.serve.exporter import Exporter
 from oomtop.serve.http import metrics_app
 
@@ -339,7 +340,7 @@ def check_daemonset(daemonset: Doc) -> None:
         assert not any(m["mountPath"] == "/dev/kmsg" for m in container.get("volumeMounts", []))
 
     # One port: --listen, the container port named "metrics", every probe.
-    host, listen_port = args.listen
+    host, listen_port = listen_address(args.listen)
     assert host in ("0.0.0.0", "::"), f"--listen {host}: a scraper from another pod cannot reach it"
     assert resolve_port(container, "metrics") == listen_port, "the container port 'metrics' is not --listen's port"
     for name in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -358,7 +359,7 @@ def check_service(service: Doc, daemonset: Doc) -> None:
     assert spec["selector"].items() <= labels.items(), "the Service does not select the oomtop pods"
     (port,) = spec["ports"]
     assert port["name"] == "metrics"
-    _, listen_port = parse_args(container).listen
+    _, listen_port = listen_address(parse_args(container).listen)
     assert resolve_port(container, port.get("targetPort", port["port"])) == listen_port, "targetPort is not --listen's"
 
 

@@ -177,3 +177,18 @@ def test_held_reports_go_out_in_the_order_they_came(tmp_path: Path) -> None:
     assert placement.release(clock.now + 0.011, lambda: None) == []  # ... but waits behind the first
     released = placement.release(clock.now + HOLD_UNPLACED_S + 0.001, lambda: None)
     assert [(event.victim.pid, event.task_cgroup) for event in released] == [(7777, None), (7779, OTHER)]
+
+
+def test_a_path_relative_to_a_private_cgroup_namespace_is_resolved(tmp_path: Path) -> None:
+    """oomtop in a container with its own cgroup namespace (containerd's default on v2): /proc/<pid>/cgroup of a
+    host process is relative to oomtop's own cgroup, ``/../..<rest>``.  It is resolved against the cgroups the
+    samples know, and without a sample against the hierarchy on disk: never taken as a path."""
+    fake = host(tmp_path)
+    write_proc_cgroup(fake, 7101, "/../../burstable/podA/c1")  # seen from inside /kubepods/besteffort/podB/ctr
+    write_proc_cgroup(fake, 7102, "/../../../../nowhere/at/all")
+    for sampled in (True, False):
+        placement = placement_for(fake, Clock(), sampled=sampled)
+        assert placement.where_it_lived(headless(7101)).task_cgroup == CTR
+        assert placement.where_it_lived(headless(7102)).task_cgroup is None
+    write_proc_cgroup(fake, 7103, OTHER)  # the host's own namespace: the path as it is
+    assert placement_for(fake, Clock()).where_it_lived(headless(7103)).task_cgroup == OTHER

@@ -73,7 +73,7 @@ class Collector:
         self._monotonic = monotonic
         self._budget = FdBudget() if config.keep_open else None
         self.hierarchy: MemoryHierarchy | None = discover_hierarchy(config.cgroup_root, config.procfs_root)
-        self._node = NodeReader(config.procfs_root, self.hierarchy)
+        self._node = NodeReader(config.procfs_root, self.hierarchy, config.host_root)
         self._names = NodeNames.load(config.host_root)
         self._names_loaded_at = monotonic()
         self._names_wanted = False

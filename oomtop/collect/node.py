@@ -20,11 +20,30 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return values
 
 
+def node_hostname(procfs_root: str, host_root: str = "/") -> str:
+    """The node's hostname.  procfs's kernel/hostname shows the reader's UTS namespace: oomtop in a container of
+    its own (a DaemonSet without hostNetwork, ``kubectl debug``'s private UTS namespace) would name the node after
+    its pod.  When PID 1 of that procfs (the host's init, with the host's pid namespace) lives in another UTS
+    namespace than oomtop, the node's /etc/hostname names it: seen through the init's root, or the host's / at
+    ``host_root`` (``--host-root``)."""
+    name = (read_text(f"{procfs_root}/sys/kernel/hostname") or os.uname().nodename).strip()
+    try:
+        private = os.readlink(f"{procfs_root}/1/ns/uts") != os.readlink("/proc/self/ns/uts")
+    except OSError:  # PID 1's namespace links need ptrace access: with a host root given, its file decides
+        private = host_root not in ("", "/")
+    if private:
+        for path in (f"{procfs_root}/1/root/etc/hostname", os.path.join(host_root, "etc/hostname")):
+            host = (read_text(path) or "").strip()
+            if host and host != "localhost" and len(host) <= 253 and host.isprintable():
+                return host
+    return name
+
+
 class NodeReader:
     """Reads the static facts once and /proc/meminfo on every tick."""
 
-    def __init__(self, procfs_root: str, hierarchy: MemoryHierarchy | None) -> None:
-        self.hostname = (read_text(f"{procfs_root}/sys/kernel/hostname") or os.uname().nodename).strip()
+    def __init__(self, procfs_root: str, hierarchy: MemoryHierarchy | None, host_root: str = "/") -> None:
+        self.hostname = node_hostname(procfs_root, host_root)
         self.kernel_release = (read_text(f"{procfs_root}/sys/kernel/osrelease") or os.uname().release).strip()
         stat = read_text(f"{procfs_root}/stat") or ""
         self.boot_time = next((float(line.split()[1]) for line in stat.splitlines() if line.startswith("btime ")), 0.0)

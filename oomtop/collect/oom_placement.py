@@ -30,6 +30,9 @@ HOLD_UNPLACED_S = 0.04  # how long a report without cgroups waits for a wake-up 
 MAX_RECENT_PIDS = 50_000  # members of woken cgroups remembered before the old ones are dropped
 
 
+MAX_WALKED = 50_000  # cgroup directories looked at for one path in a private cgroup namespace
+
+
 class Placement:
     """Finds the victim's cgroup of a report without one, and holds such reports until it is found or given up."""
 
@@ -115,7 +118,45 @@ class Placement:
             return None
         version = self.hierarchy.version if self.hierarchy is not None else 2
         path = parse_memory_cgroup(text, version)
-        return path if path and path != "/" else None
+        if not path or path == "/":
+            return None
+        return self._absolute(path)
+
+    def _absolute(self, path: str) -> str | None:
+        """The hierarchy path of what /proc/<pid>/cgroup said.  In a private cgroup namespace (oomtop in a
+        container, as containerd sets up on cgroup v2) that path is relative to the namespace's root: ``/../x/y``
+        for a cgroup outside it.  It is resolved against the cgroups the samples know: the one path that ends so.
+        """
+        known = {cgroup.path for sample in self._samples.newest_first() for cgroup in sample.cgroups}
+        if path in known:
+            return path
+        suffix = path
+        while suffix.startswith("/.."):
+            suffix = suffix[3:]
+        if suffix and suffix != "/":
+            ends = [candidate for candidate in known if candidate.endswith(suffix)]
+            if len(ends) == 1:
+                return ends[0]
+            if not ends and path.startswith("/.."):
+                return self._find_on_disk(suffix)
+        return None if path.startswith("/..") else path  # below the namespace root, or a cgroup no sample saw
+
+    def _find_on_disk(self, suffix: str) -> str | None:
+        """The one cgroup directory of the hierarchy whose path ends with ``suffix`` (no sample knew it: a rare,
+        rate-limited report of a victim no poll saw); None when it is not exactly one."""
+        if self.hierarchy is None:
+            return None
+        root = self.hierarchy.path.rstrip("/")
+        found: list[str] = []
+        for seen, (directory, _dirs, _files) in enumerate(os.walk(root)):
+            if seen > MAX_WALKED:
+                return None
+            relative = directory[len(root) :] or "/"
+            if relative.endswith(suffix):
+                found.append(relative)
+                if len(found) > 1:
+                    return None
+        return found[0] if found else None
 
     # ------------------------------------------------------------------------------------ reports on hold
 

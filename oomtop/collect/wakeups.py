@@ -13,6 +13,7 @@ cgroups woke (``drain()``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 
@@ -129,6 +130,11 @@ class OomWakeups:
                     os.close(fd)
             if isinstance(error, PermissionError):
                 self.error = "cgroup.event_control is not writable (not root): OOM kills are seen at the next poll"
+            elif error.errno == errno.EROFS:
+                self.error = (
+                    "the cgroup filesystem is mounted read-only, so cgroup.event_control cannot be written: "
+                    "OOM kills are seen at the next poll (mount it read-write for wake-ups within milliseconds)"
+                )
             return False
         self._v1[path] = (event_fd, control_fd)
         self._v1_by_fd[event_fd] = path

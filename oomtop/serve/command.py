@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from oomtop.collect.collector import CollectorConfig
+from oomtop.listen import parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:9842"
 SLOW_INTERVALS = 5
@@ -29,18 +30,11 @@ class ServeError(Exception):
 
 
 def listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9842`` for IPv6) for argparse."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (for example {DEFAULT_LISTEN}), got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    """``HOST:PORT`` (``[::1]:9842`` for IPv6)."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {port_text!r}") from None
-    if not 0 <= port < 65536:  # 0: any free port (tests)
-        raise argparse.ArgumentTypeError(f"port out of range (0-65535): {port}")
-    return host, port
+        return parse_listen(text, DEFAULT_LISTEN)
+    except ValueError as error:
+        raise ServeError(f"--listen: {error}") from None
 
 
 def add_parser(commands: Any, add_source_flags: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
@@ -57,8 +51,7 @@ def add_parser(commands: Any, add_source_flags: Callable[[argparse.ArgumentParse
     )
     serve.add_argument(
         "--listen",
-        type=listen_address,
-        default=listen_address(DEFAULT_LISTEN),
+        default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help=f"where to listen (default {DEFAULT_LISTEN})",
     )
@@ -85,8 +78,8 @@ def run(args: argparse.Namespace, config: CollectorConfig, kmsg_path: str | None
     from oomtop.serve.exporter import Exporter
     from oomtop.serve.http import MetricsServer
 
-    host, port = args.listen
     try:
+        host, port = listen_address(args.listen)
         preflight(kmsg_path)
         exporter = Exporter(args.interval)
         try:

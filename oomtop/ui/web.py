@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from oomtop.listen import parse_listen
+
 DEFAULT_LISTEN = "127.0.0.1:9843"  # next to oomtop serve's 9842
 DIR_FLAGS = ("host_root", "sysfs_root", "procfs_root", "metadata_root")
 HOST_HEADER = re.compile(r"^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$")
@@ -64,17 +66,10 @@ def add_parser(commands: Any, add_source_flags: Callable[[argparse.ArgumentParse
 
 def listen_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9843`` for IPv6)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise WebError(f"--listen: expected HOST:PORT (for example {DEFAULT_LISTEN}), got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        port = int(port_text)
-    except ValueError:
-        raise WebError(f"--listen: not a port number: {port_text!r}") from None
-    if not 0 <= port < 65536:
-        raise WebError(f"--listen: port out of range (0-65535): {port}")
-    return host, port
+        return parse_listen(text, DEFAULT_LISTEN)
+    except ValueError as error:
+        raise WebError(f"--listen: {error}") from None
 
 
 def session_command(args: argparse.Namespace) -> str:
