@@ -190,6 +190,9 @@ def _task_label(pid: int, comm: str) -> str:
 _Pending = tuple[Task, int, RowKey, bool]
 
 
+_SLOT = Row(("slot",), RowKind.CGROUP, 0, "")  # where a cgroup's row goes once its inner rows are known
+
+
 class _Builder:
     """Walks the View once, appending rows in display order to ``out``.
 
@@ -271,7 +274,7 @@ class _Builder:
         expandable = bool(tasks or kids)
         expanded = self.is_expanded(key, not in_other)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]  # a slot for this cgroup's row: close() fills it, Rows never sees None
+        out.append(_SLOT)  # this cgroup's row, once its inner rows are known: close() puts it here
         if expanded or needle:
             self.add_tasks(tasks, depth + 1, key, matched)
             for kid in kids:
@@ -306,7 +309,7 @@ class _Builder:
         kids = ranking.children(root.path, sort)
         expanded = self.is_expanded(key, True)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]  # a slot for this row: close() fills it, Rows never sees None
+        out.append(_SLOT)  # this row, once its inner rows are known: close() puts it here
         if expanded or needle:
             self.add_tasks(tasks, 1, key, matched)
             if ranking.has_kubepods:
@@ -349,7 +352,7 @@ class _Builder:
         needle, out = self.needle, self.out
         expanded = self.is_expanded(OTHER_KEY, True)
         at, hits_before = len(out), self.hits
-        out.append(None)  # type: ignore[arg-type]  # a slot for this row: close() fills it, Rows never sees None
+        out.append(_SLOT)  # this row, once its inner rows are known: close() puts it here
         if expanded or needle:
             for kid in others:
                 self.subtree(kid, 2, OTHER_KEY, inherited, True)
