@@ -1404,3 +1404,37 @@ async def test_a_disk_that_cannot_keep_up_ends_the_recording_once(
         assert 0 < len(replayed) < len(samples) and replayed == samples[: len(replayed)]
     finally:
         recording.close()
+
+
+def test_speed_stops_at_both_ends(series, recorded: Path) -> None:  # type: ignore[no-untyped-def]
+    """``+`` and ``-`` walk the speeds and stay at the fastest and the slowest (a survivor of the mutation run:
+    pressing ``-`` at the slowest speed was never tried)."""
+    from oomtop.record.replay import SPEEDS
+
+    recording = Recording(str(recorded))
+    try:
+        source = ReplaySource(recording, playing=False)
+        for _ in range(len(SPEEDS) + 2):
+            source.slower()
+        assert source.speed == SPEEDS[0]
+        for _ in range(len(SPEEDS) + 2):
+            source.faster()
+        assert source.speed == SPEEDS[-1]
+    finally:
+        recording.close()
+
+
+def test_the_shipped_demo_recording_replays_whole() -> None:
+    """A recording made by an earlier oomtop (the demo ships in the package) still replays with no damage: the
+    frame format, its checksum and the record codec stay readable (the mutation run changed the checksum's seed,
+    and every test that writes and reads its own file passed)."""
+    from oomtop.demo import recording_path
+
+    recording = Recording(recording_path())
+    try:
+        samples = list(recording.iter_samples())
+        assert recording.damage is None and recording.complete
+        assert len(samples) == 70 and len(recording.events) == 1  # the seed scenario's one kill
+        assert all(sample.cgroups for sample in samples) and sum(bool(sample.tasks) for sample in samples) == 68
+    finally:
+        recording.close()
