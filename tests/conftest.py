@@ -6,16 +6,27 @@ skips the test with the reason, or fails it under ``OOMTOP_REQUIRE_REAL_KERNEL=1
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.tiers import TIERS, require
 from tests.ui_fixtures import SNAPSHOT_DIR
 
 pytest_plugins = ["pytester"]
+
+# Property tests: "ci" (the default) keeps every test's generated cases few enough for CI's 20 minutes;
+# "nightly" (HYPOTHESIS_PROFILE=nightly) runs twenty times as many.  No deadline: a loaded 2-core CI machine
+# must not turn a slow example into a failure (tests never assert on wall time).
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("nightly", max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
