@@ -16,9 +16,10 @@ from typing import Any
 from oomtop.collect.identity import NodeNames, identify
 from oomtop.model import KernelCandidate, KilledTask, OomEvent
 from oomtop.rank import OOM_SCORE_ADJ_MIN, normalised_score
-from oomtop.text import format_bytes, printable
+from oomtop.text import cell_width, format_bytes, pad, printable, truncate
 
 TOP_ROWS = 10
+COMM_CELLS = 24  # the kernel's comm is 15 bytes; made printable (\xNN escapes) it can grow past this
 EXIT_RACE_WINDOW_S = 1.0  # a kill this soon after the last one in its domain may be the exit race (see below)
 
 
@@ -355,7 +356,7 @@ def _table(exp: Explanation, victims: set[int | None]) -> list[str]:
             (
                 mark,
                 str(c.pid),
-                printable(c.comm)[:24],
+                truncate(printable(c.comm), COMM_CELLS),
                 str(c.points),
                 "-" if c.score is None else str(c.score),
                 str(c.oom_score_adj),
@@ -364,11 +365,12 @@ def _table(exp: Explanation, victims: set[int | None]) -> list[str]:
                 str(c.pgtables_bytes // 4096),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    # measured and padded in terminal cells: a CJK or emoji comm is wider than it is long
+    widths = [max(cell_width(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for r in rows:
-        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2])]
-        cells += [v.rjust(w) for v, w in zip(r[3:], widths[3:], strict=False)]
+        cells = [pad(r[0], widths[0]), pad(r[1], widths[1], "right"), pad(r[2], widths[2])]
+        cells += [pad(v, w, "right") for v, w in zip(r[3:], widths[3:], strict=False)]
         lines.append("    " + "  ".join(cells).rstrip())
     if len(exp.ranking) > TOP_ROWS:
         lines.append(f"    ... {len(exp.ranking) - TOP_ROWS} more")

@@ -14,7 +14,7 @@ from oomtop.lab.procs import LabProcess
 from oomtop.lab.runtime import Container
 from oomtop.model import CgroupKind, QosClass, Sample
 from oomtop.rank import DomainVerdict
-from oomtop.text import format_bytes, printable
+from oomtop.text import format_bytes, pad, printable
 
 WHY_CANDIDATES = 5  # the why lines list this many candidates; the rest are counted
 
@@ -101,9 +101,9 @@ def why_lines(verdict: DomainVerdict, sample: Sample, node: LabNode) -> list[str
         proc = node.process_of(task.pid)
         mark = "<- dies" if task.pid == victim else ""
         lines.append(
-            f"    {rank + 1}. {printable(task.comm):<13} pid {task.pid:<7} {label(proc):<34} "
+            f"    {rank + 1}. {pad(printable(task.comm), 13)} pid {task.pid:<7} {pad(label(proc), 34)} "
             f"rss {format_bytes(task.rss_bytes):>6}  adj {task.oom_score_adj:>5} "
-            f"{adj_reason(proc):<34} points {candidate.points:>7} {mark}".rstrip()
+            f"{pad(adj_reason(proc), 34)} points {candidate.points:>7} {mark}".rstrip()
         )
     if len(verdict.candidates) > WHY_CANDIDATES:
         lines.append(f"    ... and {len(verdict.candidates) - WHY_CANDIDATES} more")

@@ -374,8 +374,9 @@ def _task_cells(line: Line, row: Row, layout: ColumnLayout, palette: Palette) ->
         marks.append((("  ← node-wide victim", "  ← node victim", "  ← node"), "node-victim"))
     for variants, style in marks:
         room = layout.width - line.cells
-        choice = next((v for v in variants if len(v) <= room), variants[-1])
+        # measured in cells: the domain names in the mark are cgroup labels, which may be CJK or emoji
+        choice = next((v for v in variants if cell_len(v) <= room), variants[-1])
         line.add(choice, palette.get(style))
     score = f"  oom_score {'-' if task.oom_score is None else task.oom_score}"
-    if len(score) <= layout.width - line.cells:
+    if len(score) <= layout.width - line.cells:  # ASCII digits: as many cells as characters
         line.add(score, palette.get("dim"))

@@ -19,11 +19,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from oomtop.model import OomEvent
-from oomtop.text import format_bytes, printable
+from oomtop.text import format_bytes, printable, truncate
 from oomtop.ui.events import victim_rss
 from oomtop.ui.header import clock_time, event_where
 
 MAX_CANDIDATES = 15
+COMM_CELLS = 24  # as ``oomtop explain`` cuts a comm (its \xNN escapes can make it long); in cells, not characters
 
 
 def _field(text: Text, name: str, value: str, style: str = "") -> None:
@@ -123,7 +124,7 @@ def explanation_parts(event: OomEvent, previous: OomEvent | None = None) -> tupl
             mark,
             str(place),
             str(candidate.pid),
-            printable(candidate.comm)[:24],
+            truncate(printable(candidate.comm), COMM_CELLS),
             str(candidate.points),
             "-" if candidate.score is None else str(candidate.score),
             str(candidate.oom_score_adj),
