@@ -9,6 +9,7 @@ the kernel only updates every 2 s) are read on the slow tick.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -97,11 +98,21 @@ def discover_hierarchy(cgroup_root: str, procfs_root: str) -> MemoryHierarchy | 
     return None
 
 
+MAX_COUNTER = 1 << 64  # every figure in these files is a 64-bit counter or size
+
+
 def parse_int(raw: bytes) -> int | None:
+    """A one-number file (``memory.current``, ``memory.limit_in_bytes``, ``memory.oom.group`` ...), else None.
+
+    The kernel writes plain ASCII digits: a sign, an underscore (Python's ``int`` reads "1_000"), other digit
+    systems or more than 64 bits are garbage, and garbage is None, never a number taken for the real one.
+    """
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         return None
+    # int() succeeded, so raw is not empty; its first byte must be a digit (no sign, no blank)
+    return value if 0x30 <= raw[0] <= 0x39 and value < MAX_COUNTER and b"_" not in raw else None
 
 
 def parse_v1_limit(raw: bytes) -> int | None:
@@ -110,23 +121,33 @@ def parse_v1_limit(raw: bytes) -> int | None:
 
 
 def parse_v2_limit(raw: bytes) -> int | None:
-    raw = raw.strip()
-    if raw == b"max" or not raw:
+    if raw.rstrip() in (b"max", b""):
         return None
     value = parse_int(raw)
     return None if value is None or value >= UNLIMITED_FLOOR else value
 
 
 def parse_flat_keyed(raw: bytes) -> dict[str, int]:
-    """``key value`` lines (memory.stat, memory.events, memory.oom_control); malformed lines are skipped."""
+    """``key value`` lines (memory.stat, memory.events, memory.oom_control); malformed lines are skipped, and a
+    key the file gives twice is left out (which of the two would be right?)."""
     result: dict[str, int] = {}
+    dropped: set[str] = set()  # garbage values, and keys given twice
     for line in raw.split(b"\n"):
-        key, _, value = line.partition(b" ")
-        if value:
+        key, space, value = line.partition(b" ")
+        if space:  # "key " without a value is a garbage line of that key, not nothing
+            name = key.decode("ascii", "replace")
             try:
-                result[key.decode("ascii", "replace")] = int(value)
+                number = int(value)
             except ValueError:
-                continue
+                number = -1
+            # as parse_int, inlined (memory.events is read every tick): plain digits below 2**64, and once
+            if 0 <= number < MAX_COUNTER and 0x30 <= value[0] <= 0x39 and b"_" not in value and name not in result:
+                if name not in dropped:
+                    result[name] = number
+            else:
+                dropped.add(name)
+    for name in dropped:
+        result.pop(name, None)
     return result
 
 
@@ -135,7 +156,8 @@ V2_STAT_KEYS = (b"anon", b"file", b"kernel", b"inactive_file", b"shmem")
 
 
 def parse_stat_keys(raw: bytes, keys: tuple[bytes, ...]) -> dict[str, int]:
-    """The values of ``keys`` in a ``key value`` file, found directly (a key absent from the file is absent)."""
+    """The values of ``keys`` in a ``key value`` file, found directly (a key absent from the file is absent, and
+    so is one whose value is not a plain 64-bit number or that the file gives twice)."""
     result: dict[str, int] = {}
     for key in keys:
         if raw.startswith(key + b" "):
@@ -146,40 +168,50 @@ def parse_stat_keys(raw: bytes, keys: tuple[bytes, ...]) -> dict[str, int]:
                 continue
             start = found + len(key) + 2
         end = raw.find(b"\n", start)
-        try:
-            result[key.decode()] = int(raw[start : end if end >= 0 else len(raw)])
-        except ValueError:
+        if end < 0:
+            end = len(raw)
+        elif raw.find(b"\n" + key + b" ", end) >= 0:
             continue
+        value = parse_int(raw[start:end])
+        if value is not None:
+            result[key.decode()] = value
     return result
 
 
 def parse_pids(raw: bytes) -> tuple[int, ...]:
-    try:
-        return tuple(map(int, raw.split()))
-    except ValueError:
-        return tuple(int(word) for word in raw.split() if word.isdigit())
+    """cgroup.procs: one pid a line; words that are not plain pids (signs, underscores, huge) are dropped."""
+    if b"-" not in raw and b"+" not in raw and b"_" not in raw:
+        try:
+            return tuple(map(int, raw.split()))
+        except ValueError:
+            pass
+    return tuple(int(word) for word in raw.split() if word.isdigit() and len(word) <= 10)
+
+
+_PSI_LINE = re.compile(
+    r"(some|full) avg10=(\d{1,3}\.\d\d) avg60=(\d{1,3}\.\d\d) avg300=(\d{1,3}\.\d\d) total=(\d{1,20})"
+)
 
 
 def parse_pressure(raw: bytes) -> Pressure | None:
-    """PSI: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` and a ``full`` line."""
-    lines: dict[str, dict[str, str]] = {}
+    """PSI: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` and a ``full`` line (absent on the root and on old
+    kernels: zeros).  None unless the ``some`` line is exactly that shape with shares up to 100 % and a 64-bit
+    total: "nan", "inf", "1e9" or "-1" are not a stall share."""
+    lines: dict[str, tuple[float, float, float, int]] = {}
     for line in raw.decode("ascii", "replace").splitlines():
-        kind, _, rest = line.partition(" ")
-        lines[kind] = dict(item.partition("=")[::2] for item in rest.split())
-    try:
-        some, full = lines["some"], lines.get("full", {})
-        return Pressure(
-            float(some["avg10"]),
-            float(some["avg60"]),
-            float(some["avg300"]),
-            int(some["total"]),
-            float(full.get("avg10", 0)),
-            float(full.get("avg60", 0)),
-            float(full.get("avg300", 0)),
-            int(full.get("total", 0)),
-        )
-    except (KeyError, ValueError):
+        m = _PSI_LINE.fullmatch(line.strip())
+        if m is None:
+            continue
+        avg = (float(m[2]), float(m[3]), float(m[4]))
+        total = int(m[5])
+        if max(avg) > 100.0 or total >= MAX_COUNTER or m[1] in lines:
+            return None
+        lines[m[1]] = (*avg, total)
+    some = lines.get("some")
+    if some is None:
         return None
+    full = lines.get("full", (0.0, 0.0, 0.0, 0))
+    return Pressure(*some, *full)
 
 
 class CgroupGone(Exception):

@@ -263,10 +263,24 @@ class NodeNames:
         self._containers = containers
 
 
+_POD_FIELDS = ("pod_uid", "pod_name", "pod_namespace")
+
+
 def _overlay(old: ContainerInfo, new: ContainerInfo) -> ContainerInfo:
-    """``new``'s fields where it has them, ``old``'s elsewhere."""
+    """``new``'s fields where it has them, ``old``'s elsewhere; but the pod (uid, name, namespace) is one fact:
+    when the two name different pods, only ``new``'s is kept, so no pod is given another pod's name."""
     values = {f.name: getattr(new, f.name) for f in fields(ContainerInfo)}
-    return ContainerInfo(**{k: getattr(old, k) if v is None else v for k, v in values.items()})
+    merged = {k: getattr(old, k) if v is None else v for k, v in values.items()}
+    if _pod_conflict(old, new):
+        merged.update({k: getattr(new, k) for k in _POD_FIELDS})
+    return ContainerInfo(**merged)
+
+
+def _pod_conflict(a: ContainerInfo, b: ContainerInfo) -> bool:
+    """Whether two records of one container disagree on any pod field both of them have."""
+    return any(
+        getattr(a, k) is not None and getattr(b, k) is not None and getattr(a, k) != getattr(b, k) for k in _POD_FIELDS
+    )
 
 
 def _parse_pod_dir(entry: str) -> tuple[str, str, str] | None:

@@ -49,7 +49,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("swap", rf"swap: usage {_N}kB, limit {_N}kB.*"),
         ("stats", r"Memory cgroup stats for (.*?):(?:(?:\\x0a| ).*)?"),
         ("state", r"Tasks state \(memory values in pages\):?"),
-        ("taskin", r"Task in (.*) killed as a result of limit of (.*)"),
+        ("taskin", r"Task in (.* killed as a result of limit of .*)"),
         ("score", r"(?:([^:]{1,80}): )?Kill process (\d{1,10}) \((.*)\) score (-?\d{1,20}) or sacrifice child"),
         ("sharing", r"Kill process (\d{1,10}) \((.*)\) sharing same memory"),
         ("group", r"Tasks in (.*) are going to be killed due to memory\.oom\.group set"),
@@ -101,6 +101,7 @@ class _Block:
     columns: list[str] | None = None
     rows: list[KernelCandidate] = field(default_factory=list)
     group_path: str | None = None
+    oomkill: str | None = None  # the oom-kill: line's text after "oom-kill:", read once the victim is known
     logged_score: int | None = None
     killed: list[KilledTask] = field(default_factory=list)
     idle: int = 0
@@ -207,7 +208,9 @@ class OomParser:
         elif tag == "stats":
             b.stats_cgroup = b.stats_cgroup or m[1]
         elif tag == "taskin":
-            b.task_cgroup, b.oom_cgroup = b.task_cgroup or m[1], b.oom_cgroup or m[2]
+            paths = _split_task_in(m[1])
+            if paths is not None:
+                b.task_cgroup, b.oom_cgroup = b.task_cgroup or paths[0], b.oom_cgroup or paths[1]
             b.memcg_hint = True
         elif tag == "score":
             if b.memcg_hint is None and m[1]:
@@ -233,6 +236,11 @@ class OomParser:
             pass
 
     def _build(self, b: _Block) -> OomEvent:
+        fields = _oomkill_fields(b.oomkill, b.killed[0]) if b.oomkill is not None else None
+        if fields is not None:
+            b.kind = fields[0]
+            b.oom_cgroup = None if fields[0] == "global" else (fields[1] or b.oom_cgroup)
+            b.task_cgroup = fields[2] or b.task_cgroup
         memcg = b.memcg_hint if b.memcg_hint is not None else b.constraint == "CONSTRAINT_MEMCG"
         kind = b.kind or ("memcg" if memcg else "global")  # the oom-kill: line, else weaker evidence
         limit = b.limit_kb * 1024 if b.limit_kb is not None and b.limit_kb < UNLIMITED_KB else None
@@ -259,7 +267,12 @@ def _belongs(b: _Block, tag: str, m: re.Match[str] | None) -> bool:
     "Killed process" lines of the group (without a group line another task's kill is a new event)."""
     if tag != "killed" or m is None:
         return tag in _AFTER_KILL
-    return b.group_path is not None or any(k.pid == int(m[2]) for k in b.killed)
+    pid = int(m[2])
+    if any(k.pid == pid for k in b.killed):
+        return True
+    # Every task of an oom.group lives in the OOM domain, so the table lists it: a pid the table does not have is
+    # the next (rate-limited, header-less) kill, not one more of the group.
+    return b.group_path is not None and (not b.rows or any(row.pid == pid for row in b.rows))
 
 
 def _kib(value: int | None) -> int | None:
@@ -268,22 +281,82 @@ def _kib(value: int | None) -> int | None:
 
 def _absorb_oomkill(b: _Block, body: str) -> None:
     """``constraint=..,nodemask=..,cpuset=..,mems_allowed=..,oom_memcg=<path>|global_oom,task_memcg=<path>,task=
-    <comm>,pid=N,uid=N``; paths and comm may hold commas, so the fixed keys are found from the ends (no regex
-    backtracking on hostile lines); a cut line gives what it has."""
+    <comm>,pid=N,uid=N``.  The constraint is taken now; the rest waits for the victim's "Killed process" line (see
+    :func:`_oomkill_fields`), since the cpuset name, both paths and the comm may all hold the line's own keys."""
     constraint = re.match(r"constraint=([A-Z_]+)", body)
     b.constraint = constraint[1] if constraint else b.constraint
-    memcg, glob = body.find(",oom_memcg="), body.find(",global_oom")
-    if memcg < 0 and glob < 0:
-        return
-    is_global = memcg < 0 or 0 <= glob < memcg
-    rest = body[glob + 11 :] if is_global else body[memcg + 11 :]
-    cut = rest.rfind(",task_memcg=")
-    oom, task = (rest[:cut], rest[cut + 12 :]) if cut >= 0 else (rest.split(",", 1)[0], "")
-    end = task.rfind(",task=")
-    task = task[:end] if end >= 0 else task.split(",", 1)[0]
-    b.kind = "global" if is_global else "memcg"
-    b.oom_cgroup = None if is_global else (oom or b.oom_cgroup)
-    b.task_cgroup = task or b.task_cgroup
+    b.oomkill = body
+
+
+_OOMKILL_TAIL = re.compile(r",pid=(\d{1,10}),uid=(\d{1,10})\Z")
+_MAX_MARKERS = 16  # occurrences of a key tried per line: a real line has one, a hostile one cannot make us loop
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    found: list[int] = []
+    at = text.find(needle)
+    while at >= 0 and len(found) < _MAX_MARKERS:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
+def _oomkill_fields(body: str, victim: KilledTask) -> tuple[EventKind, str | None, str | None] | None:
+    """(kind, oom_memcg, task_memcg) of an oom-kill: line; None when it names neither oom_memcg nor global_oom.
+
+    Names are untrusted: a cpuset, cgroup or comm may be called ",oom_memcg=/x" or ",task=y".  So the comm is
+    the victim's own (the "Killed process" line gives it in parentheses), and of the places where a domain key
+    occurs the first whose paths are real wins: both paths begin with "/" (a cpuset name has no "/") and a memcg
+    victim's cgroup is the domain or below it (the kernel scans only the domain's subtree).  A cut line gives
+    what it has."""
+    head = body
+    tail = _OOMKILL_TAIL.search(body)
+    if tail is not None:
+        head = body[: tail.start()]
+        task_key = f",task={victim.comm}"
+        if victim.comm is not None and int(tail[1]) == victim.pid and head.endswith(task_key):
+            head = head[: -len(task_key)]
+        else:
+            cut = head.rfind(",task=")
+            head = head[:cut] if cut >= 0 else head
+    elif (cut := head.rfind(",task=")) >= 0:
+        head = head[:cut]
+    markers = sorted([(at, False) for at in _find_all(head, ",oom_memcg=")]
+                     + [(at, True) for at in _find_all(head, ",global_oom")])  # fmt: skip
+    for at, is_global in markers:
+        if is_global:
+            if head.startswith(",task_memcg=/", at + 11):
+                return "global", None, head[at + 23 :]
+            continue
+        rest = head[at + 11 :]
+        if not rest.startswith("/"):
+            continue
+        for split in _find_all(rest, ",task_memcg="):
+            oom, task = rest[:split], rest[split + 12 :]
+            if task == oom or task.startswith(oom.rstrip("/") + "/"):
+                return "memcg", oom, task
+    if not markers:
+        return None
+    at, is_global = markers[0]  # no line that checks out (cut short): the first key, as far as it goes
+    rest = head[at + 11 :]
+    split = rest.rfind(",task_memcg=")
+    oom, task = (rest[:split], rest[split + 12 :]) if split >= 0 else (rest.split(",", 1)[0], "")
+    if is_global:
+        return "global", None, task if task.startswith("/") else None
+    return "memcg", oom or None, task or None
+
+
+def _split_task_in(text: str) -> tuple[str, str] | None:
+    """``<task memcg> killed as a result of limit of <oom memcg>`` (4.x): the split where both are paths and the
+    task's cgroup is the domain or below it (either name may hold the words); else the last one."""
+    key = " killed as a result of limit of "
+    places = _find_all(text, key)
+    for at in places:
+        task, oom = text[:at], text[at + len(key) :]
+        if oom.startswith("/") and (task == oom or task.startswith(oom.rstrip("/") + "/")):
+            return task, oom
+    at = text.rfind(key)
+    return (text[:at], text[at + len(key) :]) if at >= 0 else None
 
 
 def _killed_task(pid: int, rest: str) -> KilledTask:

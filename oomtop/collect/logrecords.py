@@ -42,10 +42,24 @@ def parse_kmsg_record(raw: bytes) -> LogRecord | None:
         m = _KMSG_B.match(raw)
         if m is None:
             return None
-        text = bytes(raw[m.end() :]).split(b"\n", 1)[0].decode("utf-8", "backslashreplace").rstrip("\r")
-        return LogRecord(int(m[2]), int(m[3]), None, text)
+        text = bytes(raw[m.end() :]).split(b"\n", 1)[0]
+        return LogRecord(
+            int(m[2]), int(m[3]), None, _unescape_kmsg(text).decode("utf-8", "backslashreplace").rstrip("\r")
+        )
     except Exception:  # untrusted log text: a record that cannot be read is skipped  # noqa: BLE001
         return None
+
+
+_KMSG_ESCAPE = re.compile(rb"\\x(5c|[89a-f][0-9a-f])")
+
+
+def _unescape_kmsg(text: bytes) -> bytes:
+    """Undo /dev/kmsg's ``\\xNN`` escapes of the backslash and of bytes from 0x80 (``msg_add_ext_text()``
+    escapes them all), so a comm or cgroup name in UTF-8 reads as /proc and cgroupfs show it ("café", not
+    ``caf\\xc3\\xa9``).  Control characters (below 0x20, and 0x7f) stay escaped: a record is one line of text."""
+    if b"\\x" not in text:
+        return text
+    return _KMSG_ESCAPE.sub(lambda m: bytes((int(m[1], 16),)), text)
 
 
 def iter_kmsg(f: BinaryIO, bufsize: int = 16384) -> Iterator[LogRecord]:
@@ -122,7 +136,10 @@ def records_from_text(lines: Iterable[str | bytes], *, now: float | None = None)
 def _parse_line(line: str, now: float) -> tuple[LogRecord, str] | None:
     m = _KMSG.fullmatch(line)
     if m:
-        return LogRecord(int(m[2]), int(m[3]), None, m[4]), "kmsg"
+        text = m[4]
+        if "\\x" in text:  # a raw /dev/kmsg record pasted as text: its escapes are undone as when read live
+            text = _unescape_kmsg(text.encode("utf-8", "surrogateescape")).decode("utf-8", "backslashreplace")
+        return LogRecord(int(m[2]), int(m[3]), None, text), "kmsg"
     prefix = _PREFIX.match(line)  # dmesg -r "<6>", dmesg -x "kern  :info  : "
     assert prefix is not None  # every part of _PREFIX is optional: it matches at the start of any line
     line = line[prefix.end() :]

@@ -8,16 +8,30 @@ from oomtop.collect.cgroupfs import MemoryHierarchy
 from oomtop.collect.files import KeptFile, read_text
 from oomtop.model import NodeInfo
 
+_MAX_FIGURE = 1 << 64  # the kernel's counters are 64-bit: a larger figure is not one it wrote
+
 
 def parse_meminfo(text: str) -> dict[str, int]:
-    """/proc/meminfo in bytes (its kB are KiB)."""
+    """/proc/meminfo in bytes (its kB are KiB).  A line whose figure is not plain ASCII digits that fit 64 bits
+    is left out (``str.isdigit`` also takes "²" and "٣", which ``int`` refuses or reads as another number)."""
     values: dict[str, int] = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts and parts[0].isdigit():
-            values[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
+        if parts and parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 20:
+            value = int(parts[0]) * (1024 if len(parts) > 1 else 1)
+            if value < _MAX_FIGURE * 1024:
+                values[key] = value
     return values
+
+
+def parse_boot_time(text: str) -> float:
+    """``btime <seconds>`` of /proc/stat; 0.0 when it is missing or not a plain number."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "btime" and parts[1].isascii() and parts[1].isdigit() and len(parts[1]) < 20:
+            return float(parts[1])
+    return 0.0
 
 
 def node_hostname(procfs_root: str, host_root: str = "/") -> str:
@@ -46,7 +60,7 @@ class NodeReader:
         self.hostname = node_hostname(procfs_root, host_root)
         self.kernel_release = (read_text(f"{procfs_root}/sys/kernel/osrelease") or os.uname().release).strip()
         stat = read_text(f"{procfs_root}/stat") or ""
-        self.boot_time = next((float(line.split()[1]) for line in stat.splitlines() if line.startswith("btime ")), 0.0)
+        self.boot_time = parse_boot_time(stat)
         self.hierarchy = hierarchy
         self._meminfo_path = f"{procfs_root}/meminfo"
         try:

@@ -63,20 +63,19 @@ def parse_status_memory(raw: bytes) -> StatusMemory:
     values: dict[str, int] = {}
     for index in range(0, len(words) - 1):
         key = _MEMORY_KEYS.get(words[index])
-        if key is not None:
-            try:
-                values[key] = int(words[index + 1]) * 1024
-            except ValueError:
-                values[key] = 0
+        if key is not None:  # plain kB digits only, else 0 (int() would take "-5" or "1_0")
+            word = words[index + 1]
+            values[key] = int(word) * 1024 if word.isdigit() and len(word) <= 16 else 0
     return StatusMemory(has_memory=True, **values)
 
 
 def _from_statm(statm: bytes, before: StatusMemory) -> StatusMemory:
     """New rss figures from statm (pages: size resident shared ...), the rest carried from the last status."""
     fields = statm.split()
-    try:
-        resident, shared = int(fields[1]) * PAGE_SIZE, int(fields[2]) * PAGE_SIZE
-    except (IndexError, ValueError):
+    if len(fields) < 3 or not (fields[1].isdigit() and fields[2].isdigit()) or len(fields[1]) > 16:
+        return before  # not statm's plain page counts: keep what status said
+    resident, shared = int(fields[1]) * PAGE_SIZE, int(fields[2]) * PAGE_SIZE
+    if shared > resident:
         return before
     shmem = min(before.shmem, shared)
     return StatusMemory(
@@ -105,10 +104,34 @@ def unescape_status_name(raw: bytes) -> str:
 
 
 def _first_int(raw: bytes | None) -> int | None:
-    try:
-        return int(raw.split()[0]) if raw else None
-    except (ValueError, IndexError):
+    """The first word of a status value as a uid: plain digits below 2**32, else None."""
+    words = raw.split() if raw else []
+    if not words or not words[0].isdigit() or len(words[0]) > 10:
         return None
+    value = int(words[0])
+    return value if value < 1 << 32 else None
+
+
+OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX = -1000, 1000
+OOM_SCORE_MAX = 2000  # since 5.9 oom_score is 0..2000 (before, 0..1000)
+
+
+def _small_int(raw: bytes) -> int | None:
+    text = raw.strip()
+    digits = text[1:] if text[:1] == b"-" else text
+    return int(text) if digits.isdigit() and len(digits) <= 5 else None
+
+
+def parse_oom_score_adj(raw: bytes) -> int:
+    """/proc/<pid>/oom_score_adj: -1000..1000; anything else reads as 0, the kernel's default."""
+    value = _small_int(raw)
+    return value if value is not None and OOM_SCORE_ADJ_MIN <= value <= OOM_SCORE_ADJ_MAX else 0
+
+
+def parse_oom_score(raw: bytes) -> int | None:
+    """/proc/<pid>/oom_score: 0..2000, else None (unknown, not a made-up score)."""
+    value = _small_int(raw)
+    return value if value is not None and 0 <= value <= OOM_SCORE_MAX else None
 
 
 def format_cmdline(raw: bytes, limit: int) -> str:
@@ -170,11 +193,7 @@ class TaskReader:
     def _read_adj(self) -> int:
         if self._adj_file is None:
             self._adj_file = KeptFile(self.directory + "/oom_score_adj", self._budget)
-        raw = self._adj_file.read()
-        try:
-            return int(raw)
-        except ValueError:
-            return 0
+        return parse_oom_score_adj(self._adj_file.read())
 
     def _start_ticks_now(self) -> int:
         try:
@@ -272,8 +291,8 @@ class TaskReader:
         try:
             if self._score_file is None:
                 self._score_file = KeptFile(self.directory + "/oom_score", self._budget)
-            return int(self._score_file.read())
-        except (OSError, ValueError):
+            return parse_oom_score(self._score_file.read())
+        except OSError:
             return None
 
     def close(self) -> None:
@@ -300,6 +319,6 @@ def parse_memory_cgroup(text: str, version: int) -> str | None:
 def list_pids(procfs_root: str) -> list[int]:
     """Every process id in procfs (used where no cgroup lists them, e.g. without a memory controller)."""
     try:
-        return [int(name) for name in os.listdir(procfs_root) if name.isdigit()]
+        return [int(name) for name in os.listdir(procfs_root) if name.isascii() and name.isdigit()]
     except OSError:
         return []

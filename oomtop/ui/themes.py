@@ -57,7 +57,8 @@ class ThemeError(Exception):
     """A theme that cannot be used; ``str()`` is one line naming the file and the reason."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        shown = str(path) if str(path).isprintable() else repr(str(path))  # a file name may hold a newline
+        super().__init__(f"{shown}: {reason}")
         self.path = path
 
 
@@ -87,15 +88,24 @@ def user_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "oomtop" / "themes"
 
 
+MAX_THEME_BYTES = 1 << 20  # a theme is a few hundred bytes; a bigger file is not one
+_SHOWN = 60  # characters of a bad value quoted in an error, which stays one short line
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
 def _check_colour(path: Path, section: str, key: str, value: Any) -> str:
     from textual.color import Color, ColorParseError
 
     if not isinstance(value, str):
-        raise ThemeError(path, f'[{section}] {key} must be a colour string such as "#ff8800", not {value!r}')
+        raise ThemeError(path, f'[{section}] {key} must be a colour string such as "#ff8800", not {_shown(value)}')
     try:
         Color.parse(value)
     except ColorParseError:
-        raise ThemeError(path, f"[{section}] {key} = {value!r} is not a colour") from None
+        raise ThemeError(path, f"[{section}] {_shown(key)} = {_shown(value)} is not a colour") from None
     return value
 
 
@@ -109,41 +119,49 @@ def _table(path: Path, document: Mapping[str, Any], section: str) -> Mapping[str
 def load_file(path: Path, user: bool = False) -> ThemeSpec:
     """Parse and check one theme file; raises :class:`ThemeError` with a one-line reason."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_THEME_BYTES + 1)
     except OSError as error:
         raise ThemeError(path, f"cannot read it ({error.strerror or error})") from None
+    if len(raw) > MAX_THEME_BYTES:
+        raise ThemeError(path, f"larger than {MAX_THEME_BYTES} bytes: not a theme")
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ThemeError(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
-        raise ThemeError(path, f"not valid TOML ({error})") from None
+        raise ThemeError(path, f"not valid TOML ({' '.join(str(error).split())})") from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise ThemeError(path, "not a theme: nested too deep") from None
     unknown = sorted(set(document) - {"name", "description", "dark", "colors", "oomtop", "variables"})
     if unknown:
         raise ThemeError(
-            path, f"unknown key {unknown[0]!r} (expected name, description, dark, [colors], [oomtop], [variables])"
+            path,
+            f"unknown key {_shown(unknown[0])} (expected name, description, dark, [colors], [oomtop], [variables])",
         )
     name = document.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        raise ThemeError(path, f"name must be one word, got {name!r}")
+    if not isinstance(name, str) or not name or not name.isprintable() or any(c.isspace() for c in name):
+        raise ThemeError(path, f"name must be one word, got {_shown(name)}")
     dark = document.get("dark", True)
     if not isinstance(dark, bool):
-        raise ThemeError(path, f"dark must be true or false, got {dark!r}")
+        raise ThemeError(path, f"dark must be true or false, got {_shown(dark)}")
     description = document.get("description", "")
     if not isinstance(description, str):
         raise ThemeError(path, "description must be a string")
     colors = _table(path, document, "colors")
     for key in colors:
         if key not in TEXTUAL_COLORS:
-            raise ThemeError(path, f"[colors] has unknown colour {key!r} (known: {', '.join(TEXTUAL_COLORS)})")
+            raise ThemeError(path, f"[colors] has unknown colour {_shown(key)} (known: {', '.join(TEXTUAL_COLORS)})")
     if "primary" not in colors:
         raise ThemeError(path, "[colors] primary is required")
     own = _table(path, document, "oomtop")
     for key in own:
         if key not in OOMTOP_COLORS:
-            raise ThemeError(path, f"[oomtop] has unknown colour {key!r} (known: {', '.join(OOMTOP_COLORS)})")
+            raise ThemeError(path, f"[oomtop] has unknown colour {_shown(key)} (known: {', '.join(OOMTOP_COLORS)})")
     variables = _table(path, document, "variables")
     for key, value in variables.items():
         if not isinstance(value, str):
-            raise ThemeError(path, f"[variables] {key} must be a string")
+            raise ThemeError(path, f"[variables] {_shown(key)} must be a string")
     return ThemeSpec(
         name=name.strip(),
         path=path,
