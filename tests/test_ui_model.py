@@ -387,3 +387,17 @@ def test_fast_sparkline_draws_what_textuals_draws() -> None:
         ours = FastSparklineRenderable(data, width=width, height=height, min_color=low, max_color=high)
         theirs = TextualSparkline(data, width=width, height=height, min_color=low, max_color=high)
         assert list(ours.__rich_console__(console, options)) == list(theirs.__rich_console__(console, options))
+
+
+def test_history_holds_its_span_and_a_tenth_at_most() -> None:
+    """Memory flat once the span has passed (bench_soak: the live view's RSS must not grow after 5 minutes): a
+    series never holds more than its span plus the trim slack, for cgroups and processes alike."""
+    base = synthetic_sample(0, pods=1, containers=1, procs=1)
+    history = History(span_s=100, resolution_s=1.0)
+    task = _task(0)
+    longest = 0
+    for second in range(0, 400):
+        history.record(replace(base, tasks=(replace(task, rss_anon_bytes=second),), monotonic=1000.0 + second))
+        longest = max(longest, *(len(series.times) for series in history._series.values()))
+    assert longest == 100 + 10
+    assert len(history.values(task_key(task))) == 100

@@ -18,6 +18,11 @@ RESOLUTION_S = 1.0
 GROWTH_WINDOW_S = 30.0
 
 
+def trim_slack(capacity: int) -> int:
+    """Points a series may hold beyond its span before the oldest are dropped (a tenth of it, at least 8)."""
+    return max(8, capacity // 10)
+
+
 @dataclass(slots=True)
 class Series:
     times: array[float] = field(default_factory=lambda: array("d"))
@@ -30,7 +35,9 @@ class Series:
             return
         self.times.append(t)
         self.values.append(value)
-        if len(self.times) > 2 * capacity:
+        if len(self.times) > capacity + trim_slack(capacity):
+            # Trimmed a little past the span, not at twice it: a series is full (and memory flat) once the span
+            # has passed, and the del stays rare (once every ``trim_slack`` points).
             del self.times[: len(self.times) - capacity]
             del self.values[: len(self.values) - capacity]
 
