@@ -349,9 +349,14 @@ def run_replay(args: argparse.Namespace) -> int:
         if args.json:
             from oomtop.record.export import export_json_lines
 
-            if recording.damage:
-                print(f"oomtop: {recording.damage}", file=sys.stderr)
-            export_json_lines(recording, sys.stdout)
+            try:
+                export_json_lines(recording, sys.stdout)
+            finally:
+                # After the export: bad sample records are only found as their segments are decoded.
+                if recording.damage:
+                    more = recording.damage_count - 1
+                    tail = f" (and {more} more damaged place{'s' if more > 1 else ''} further on)" if more > 0 else ""
+                    print(f"oomtop: {recording.damage}{tail}", file=sys.stderr)
             return 0
         return run_replay_ui(recording, args)
     finally:

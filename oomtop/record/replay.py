@@ -3,6 +3,10 @@
 The app drives it through plain methods (play/pause, step, seek, next/previous kill, speed); each one moves the
 position and wakes :meth:`updates`, which yields the sample now under the cursor.  Kills are yielded as playback
 passes them; a consumer that jumps backwards filters its event list by the current sample's time.
+
+A damaged recording replays what it can: segments are decoded when the position first reaches them, so damage found
+then is yielded as a :class:`~oomtop.source.Notice` right after the sample that met it (each damaged place once),
+and a segment lost whole is stepped over like a gap in the recording.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class ReplaySource:
         self._emitted_events = 0
         self._end_time: float | None = None
         self._last_kill: tuple[int, tuple[int, int]] | None = None  # the kill last jumped to, and where it left us
+        self._damage_told = 0  # recording.damage_notices already yielded
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -44,6 +49,13 @@ class ReplaySource:
         if not self.recording.segments:
             return None
         samples = self.recording.segment_samples(self._segment)
+        if self._position >= len(samples) and (self._segment, self._position) == (0, 0):
+            # The first segments were lost to damage: the recording starts at its first sample that decodes.
+            found = self.recording.sample_at(float("-inf"))
+            if found is None:
+                return None
+            self._segment, self._position, _sample = found
+            return found[2]
         return samples[self._position] if self._position < len(samples) else None
 
     @property
@@ -95,6 +107,7 @@ class ReplaySource:
 
     def step(self, count: int = 1) -> bool:
         """Move ``count`` samples forward (negative: back); False at either end."""
+        self.current()  # from the start of a recording whose first segments are lost: from its first sample
         segment, position = self._segment, self._position + count
         segments = self.recording.segments
         while True:
@@ -151,13 +164,21 @@ class ReplaySource:
 
     # --------------------------------------------------------------------------------------------- stream
 
+    def new_damage(self) -> list[Notice]:
+        """Damage the recording found since the last call (when opened, or decoding a segment reached since)."""
+        found = self.recording.damage_notices[self._damage_told :]
+        self._damage_told += len(found)
+        return [Notice(text, "recording-damage") for text in found]
+
     async def updates(self) -> AsyncIterator[Update]:
-        if self.recording.damage:
-            yield Notice(self.recording.damage, "recording-damage")
-        for notice in self.recording.notices:
-            yield Notice(f"recorded: {notice}", "recorded-notice")
+        for notice in self.new_damage():
+            yield notice
+        for text in self.recording.notices:
+            yield Notice(f"recorded: {text}", "recorded-notice")
         while not self._closed:
             sample = self.current()
+            for notice in self.new_damage():
+                yield notice
             if sample is None:
                 await self._wait(None)
                 continue
@@ -173,6 +194,8 @@ class ReplaySource:
                     self.playing = False
                 else:
                     delay = max(0.0, (following.time - sample.time) / self.speed)
+            for notice in self.new_damage():  # met looking ahead (the next segment decoded): said before waiting
+                yield notice
             woke = await self._wait(delay)
             if not woke and self.playing:
                 self.step(1)
