@@ -111,7 +111,8 @@ class LiveSource:
             async for sample in self._poller:
                 if self._samples:
                     self._queue.put_nowait(sample)
-                self._put_events(self._watcher.on_sample(sample))
+                # its prediction is computed on the poller's thread now, not by the first kill that needs it
+                self._put_events(self._watcher.on_sample(sample, self._poller.predict_ahead(sample)))
                 for notice in self._watcher.notices:
                     if notice not in reported:
                         reported.add(notice)

@@ -61,15 +61,23 @@ def proc_oom_score(points: int | None, totalpages: int) -> int:
     return c_div((1000 + c_div(points * 1000, totalpages)) * 2, 3)
 
 
+def swap_allowance_bytes(cgroup: Cgroup, node_swap_total_bytes: int) -> int:
+    """The swap ``mem_cgroup_get_max()`` adds to the cgroup's memory limit: its own swap limit (v2
+    ``memory.swap.max``, v1 ``memsw.limit - limit``; not its ancestors'), capped by the node's swap.
+
+    The kernel adds it only while swappiness is not 0 (v2: ``vm.swappiness``; v1: the cgroup's own); a Sample does
+    not carry swappiness, so a node run with ``vm.swappiness = 0`` and swap on is modelled with the swap added.
+    """
+    if cgroup.swap_limit_bytes is not None:
+        return min(cgroup.swap_limit_bytes, node_swap_total_bytes)
+    return node_swap_total_bytes  # unlimited swap allowance: capped by what the node has
+
+
 def memcg_totalpages(cgroup: Cgroup, node_swap_total_bytes: int, page_size: int) -> int | None:
     """``mem_cgroup_get_max()``: the cgroup's own limit plus the swap it may use, capped by the node's swap."""
     if cgroup.limit_bytes is None:
         return None
-    swap = 0
-    if cgroup.swap_limit_bytes is not None:
-        swap = min(cgroup.swap_limit_bytes, node_swap_total_bytes)
-    elif node_swap_total_bytes:
-        swap = node_swap_total_bytes  # unlimited swap allowance: capped by what the node has
+    swap = swap_allowance_bytes(cgroup, node_swap_total_bytes)
     # constrained_alloc(): "totalpages = mem_cgroup_get_max(memcg) ?: 1" -- never zero.
     return max(1, cgroup.limit_bytes // page_size + swap // page_size)
 
@@ -346,22 +354,57 @@ def predict(sample: Sample, index: SampleIndex | None = None) -> Prediction:
     return Prediction(by_domain, global_verdict(index), memcg_score, nearest)
 
 
-def expected_kubelet_adj(qos: QosClass, memory_request_bytes: int | None, capacity_bytes: int) -> int:
-    """kubelet's ``GetContainerOOMScoreAdjust``: the adj a container of this QoS class should carry."""
+KUBELET_ADJ_POLICY = "kubelet 1.33+"
+"""The kubelet behaviour oomtop's expected adj and implied request assume, as shown next to them.
+
+Since kubernetes PR 128029 (kubelet 1.33) a restartable init container ("sidecar") gets its adj from
+max(its own memory request, the smallest request among the pod's regular containers), so it never ranks above
+them; before, a sidecar's adj came from its own request alone, like any other container's.  Later kubelets
+also have the alpha ``KubeletOOMScoreAdjTieBreak`` gate (off by default: a few points' nudge by request size)
+and pod-level requests (``PodLevelResources``: the unassigned part of a pod-level request is shared out among
+the containers before the formula); oomtop cannot see either on a node, so it assumes both are off.
+"""
+
+
+def expected_kubelet_adj(
+    qos: QosClass,
+    memory_request_bytes: int | None,
+    capacity_bytes: int,
+    *,
+    regular_requests_if_sidecar: Sequence[int | None] | None = None,
+) -> int:
+    """kubelet's ``GetContainerOOMScoreAdjust`` (pkg/kubelet/qos/policy.go, 1.33+): the adj a container gets.
+
+    ``regular_requests_if_sidecar`` is given for a restartable init container: the memory requests of its pod's
+    regular containers (None for one without a request).  Its raw adj is then lowered to the one of the
+    smallest of them (``minRegularContainerMemory``), i.e. computed from max(own request, smallest regular
+    request), before the clamp -- so a sidecar never carries a higher adj than the pod's main containers.
+    Node-critical pods (priority class ``system-node-critical``) get Guaranteed's -997 whatever their QoS; that
+    class is not on the node, so pass GUARANTEED for them.
+    """
     if qos is QosClass.GUARANTEED:
         return KUBELET_GUARANTEED_ADJ
     if qos is QosClass.BEST_EFFORT:
         return KUBELET_BESTEFFORT_ADJ
-    request = memory_request_bytes or 0
-    adj = 1000 - c_div(1000 * request, capacity_bytes) if capacity_bytes > 0 else KUBELET_BURSTABLE_MAX_ADJ
-    return min(max(adj, KUBELET_BURSTABLE_MIN_ADJ), KUBELET_BURSTABLE_MAX_ADJ)
+    if capacity_bytes <= 0:
+        return KUBELET_BURSTABLE_MAX_ADJ
+    raw = 1000 - c_div(1000 * (memory_request_bytes or 0), capacity_bytes)
+    if regular_requests_if_sidecar:  # kubelet indexes Containers[0]: a pod has at least one regular container
+        smallest = min(request or 0 for request in regular_requests_if_sidecar)
+        raw = min(raw, 1000 - c_div(1000 * smallest, capacity_bytes))
+    # "if oomScoreAdjust < 1000 + guaranteedOOMScoreAdj" then "== besteffortOOMScoreAdj -> 999"; a negative
+    # request is impossible, so raw never exceeds 1000 and this clamp is kubelet's exactly.
+    return min(max(raw, KUBELET_BURSTABLE_MIN_ADJ), KUBELET_BURSTABLE_MAX_ADJ)
 
 
-def implied_request_range(adj: int, capacity_bytes: int) -> tuple[int, int] | None:
+def implied_request_range(adj: int, capacity_bytes: int, *, capped_sidecar: bool = False) -> tuple[int, int] | None:
     """The memory requests (bytes, inclusive) that make kubelet give a Burstable container this adj.
 
     Inverts ``1000 - 1000 * request / capacity``; None when the adj is outside the Burstable range, and the
-    clamped ends (3 and 999) stand for every request beyond them.
+    clamped ends (3 and 999) stand for every request beyond them.  For a sidecar the formula's "request" is
+    max(own request, smallest regular request): with ``capped_sidecar`` (the adj equals the highest adj of the
+    pod's other containers, so kubelet may have capped it there) its own request can be anything below the
+    range too, and the low end is 0.
     """
     if not KUBELET_BURSTABLE_MIN_ADJ <= adj <= KUBELET_BURSTABLE_MAX_ADJ or capacity_bytes <= 0:
         return None
@@ -371,6 +414,6 @@ def implied_request_range(adj: int, capacity_bytes: int) -> tuple[int, int] | No
     high = -(-(low_quotient + 1) * capacity_bytes // 1000) - 1
     if adj == KUBELET_BURSTABLE_MIN_ADJ:
         high = capacity_bytes
-    if adj == KUBELET_BURSTABLE_MAX_ADJ:
+    if adj == KUBELET_BURSTABLE_MAX_ADJ or capped_sidecar:
         low = 0
     return (low, high)

@@ -12,6 +12,7 @@ from typing import Any
 
 from oomtop.model import Cgroup, CgroupKind, QosClass, Sample, Task
 from oomtop.rank import (
+    KUBELET_ADJ_POLICY,
     Prediction,
     SampleIndex,
     badness_points,
@@ -20,7 +21,7 @@ from oomtop.rank import (
     normalised_score,
     predict,
 )
-from oomtop.text import format_bytes, printable, truncate
+from oomtop.text import fit, format_bytes, printable
 
 BAR_WIDTH = 10
 
@@ -126,7 +127,7 @@ def render_tree(sample: Sample, width: int = 120) -> str:
     view = View.of(sample)
     node = sample.node
     lines = [
-        f"{printable(node.hostname)}  kernel {node.kernel_release}  cgroup {node.cgroup_layout}"
+        f"{printable(node.hostname)}  kernel {printable(node.kernel_release)}  cgroup {node.cgroup_layout}"
         f"  memory {format_bytes(node.mem_total_bytes)} total, {format_bytes(node.mem_available_bytes)} available"
         f"  swap {format_bytes(node.swap_total_bytes)}",
     ]
@@ -167,11 +168,13 @@ def _walk(view: View, cgroup: Cgroup, depth: int) -> Iterator[tuple[int, Cgroup 
 
 
 def _cgroup_line(view: View, cgroup: Cgroup, indent: str, name_width: int) -> str:
-    label = truncate(indent + printable(cgroup_label(cgroup)), name_width)
+    """One cgroup's row; its label is cut and padded by terminal cells (a CJK or emoji name is wider than it is
+    long), so the figures after it stay in their columns."""
+    label = fit(indent + printable(cgroup_label(cgroup)), name_width)
     limit = cgroup.limit_bytes
     bar = headroom_bar(cgroup.usage_bytes / limit if limit else None)
     return (
-        f"{label:<{name_width}} {format_bytes(cgroup.usage_bytes):>7} {format_bytes(cgroup.working_set_bytes):>7}"
+        f"{label} {format_bytes(cgroup.usage_bytes):>7} {format_bytes(cgroup.working_set_bytes):>7}"
         f" {format_bytes(limit):>7} {bar:<17} {format_bytes(cgroup.peak_bytes):>7} {cgroup.oom_kills:>5}"
     )
 
@@ -189,7 +192,7 @@ def _task_line(view: View, task: Task, indent: str, name_width: int) -> str:
         f"  memcg_score {score if score is not None else '-'}"
     )
     text = f"{indent}{task.pid} {printable(task.comm)}"
-    return f"{truncate(text, name_width):<{name_width}} {figures}  {'  '.join(marks)}".rstrip()
+    return f"{fit(text, name_width)} {figures}  {'  '.join(marks)}".rstrip()
 
 
 def _domain_name(view: View, path: str) -> str:
@@ -286,16 +289,34 @@ def _cgroup_json(view: View, cgroup: Cgroup) -> dict[str, Any]:
 
 
 def qos_adj(view: View, cgroup: Cgroup, qos: QosClass) -> dict[str, Any]:
-    """kubelet's expected oom_score_adj for the QoS class next to the one the container's tasks hold."""
+    """kubelet's expected oom_score_adj for the QoS class next to the one the container's tasks hold.
+
+    ``kubelet`` names the behaviour assumed (:data:`~oomtop.rank.KUBELET_ADJ_POLICY`).  No file on a node says
+    which containers are restartable init containers (sidecars), so ``implied_request_bytes`` reads the adj as a
+    regular container's, and ``implied_request_bytes_if_sidecar`` as a sidecar's: a sidecar whose adj equals the
+    highest of its pod's other containers may have been capped at it (its own request is then anything up to
+    the range), and one whose adj is above all of them cannot be a sidecar under that kubelet (null).
+    """
     tasks = view.tasks_by_cgroup.get(cgroup.path, [])
     actual = max((task.oom_score_adj for task in tasks), default=None)
     capacity = view.sample.node.mem_total_bytes
     expected = None if qos is QosClass.BURSTABLE else expected_kubelet_adj(qos, None, capacity)
     implied = implied_request_range(actual, capacity) if qos is QosClass.BURSTABLE and actual is not None else None
+    others = [
+        max((task.oom_score_adj for task in view.tasks_by_cgroup.get(path, [])), default=None)
+        for path in view.children.get(cgroup.parent_path or "", [])
+        if path != cgroup.path and (ref := view.by_path[path].identity.container) is not None and not ref.is_sandbox
+    ]
+    highest_other = max((adj for adj in others if adj is not None), default=None)
+    if_sidecar = None
+    if implied and actual is not None and highest_other is not None and actual <= highest_other:
+        if_sidecar = implied_request_range(actual, capacity, capped_sidecar=actual == highest_other)
     return {
         "expected": expected,
         "actual": actual,
         "implied_request_bytes": list(implied) if implied else None,
+        "implied_request_bytes_if_sidecar": list(if_sidecar) if if_sidecar else None,
+        "kubelet": KUBELET_ADJ_POLICY,
     }
 
 

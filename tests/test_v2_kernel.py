@@ -89,6 +89,15 @@ class _Summary:
             f"{rounds['container']} container / {rounds['pod']} pod / {rounds['kubepods']} kubepods level; "
             f"adj decided {rounds['adj_decided']}, /proc oom_score would have missed {rounds['proc_oom_score_wrong']}"
         )
+        swap = figures.get("swap_rounds") or {}
+        if swap.get("planned"):
+            write(
+                f"swap rounds: {swap['ran']} of {swap['planned']} ran ({swap['container']} container / {swap['pod']} "
+                f"pod / {swap['kubepods']} kubepods / {swap['node']} node level), {swap['kills']} kills, "
+                f"{swap['right']} predicted right; decided by swap {swap['decided_by_swap']} (without swap in "
+                f"totalpages {swap['by_totalpages']} would differ, without swap entries in points "
+                f"{swap['by_swapents']})"
+            )
         events = figures.get("events") or {}
         latency, wakeup = events.get("latency"), events.get("wakeup")
         if latency:

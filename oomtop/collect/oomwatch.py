@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 
 from oomtop.collect.cgroupfs import MemoryHierarchy, read_local_oom_counts, read_local_oom_kills
@@ -35,6 +36,7 @@ from oomtop.collect.oom_placement import HOLD_UNPLACED_S, Placement
 from oomtop.collect.oom_samples import RecentSamples
 from oomtop.collect.wakeups import OomWakeups, WakeupsUnavailable
 from oomtop.model import OomEvent, Sample
+from oomtop.rank import Prediction
 
 __all__ = [
     "HOLD_UNPLACED_S",
@@ -174,10 +176,13 @@ class OomWatcher:
                 reads.append((path, *counts))
         self._ledger.count_reads(reads, now, source)
 
-    def on_sample(self, sample: Sample) -> list[OomEvent]:
-        """A new Sample: keep it for predictions, follow its counters, re-sync the wake-up registrations."""
+    def on_sample(self, sample: Sample, prediction: Future[Prediction] | None = None) -> list[OomEvent]:
+        """A new Sample: keep it for predictions, follow its counters, re-sync the wake-up registrations.
+
+        ``prediction`` is the Sample's prediction being computed off the kill path (the live Source has the
+        poller's thread do it), so the first kill after this Sample does not compute it."""
         now = self._monotonic()
-        self._samples.add(sample)
+        self._samples.add(sample, prediction)
         self._ledger.on_sample(sample.cgroups, sample.node.cgroup_version == 2, now)
         if self.wakeups is not None:
             self.wakeups.sync({cgroup.path for cgroup in sample.cgroups})

@@ -5,6 +5,9 @@ One poll is a few milliseconds of CPU-bound reads; it runs on a single dedicated
 per poll, not one per file: a hop costs more than reading a tiny /proc file).  Deadlines are absolute, so the
 interval does not drift by the poll's own duration; a poll that overruns skips the missed ticks instead of
 bursting to catch up.
+
+:meth:`LivePoller.predict_ahead` queues a Sample's victim prediction on the same thread, right behind the poll, so
+the OOM watcher has it ready when a kill comes instead of computing it on the kill path.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from oomtop.collect.collector import Collector, CollectorConfig
 from oomtop.model import Sample
+from oomtop.rank import Prediction, predict
 
 MIN_INTERVAL_S = 0.05
 DEFAULT_INTERVAL_S = 0.5
@@ -41,6 +45,11 @@ class LivePoller:
     async def sample(self) -> Sample:
         """One Sample now, read on the worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._poll)
+
+    def predict_ahead(self, sample: Sample) -> Future[Prediction]:
+        """Start this Sample's prediction on the worker thread (it runs before the next poll, which is an interval
+        away) and return its pending result; the event loop stays free for kills meanwhile."""
+        return self._executor.submit(predict, sample)
 
     async def __aiter__(self) -> AsyncIterator[Sample]:
         deadline = time.monotonic()

@@ -12,8 +12,14 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from oomtop.model import Cgroup, CgroupKind, QosClass
-from oomtop.rank import KUBELET_BURSTABLE_MAX_ADJ, KUBELET_BURSTABLE_MIN_ADJ
+from oomtop.model import Cgroup, CgroupKind, QosClass, Task
+from oomtop.rank import (
+    KUBELET_BURSTABLE_MAX_ADJ,
+    KUBELET_BURSTABLE_MIN_ADJ,
+    badness_points,
+    memcg_totalpages,
+    swap_allowance_bytes,
+)
 from oomtop.report import qos_adj
 from oomtop.text import format_bytes, printable
 from oomtop.ui.history import History, time_to_limit
@@ -83,7 +89,14 @@ def _qos_lines(text: Text, ranking: Ranking, container: Cgroup | None, actual_ad
     implied = adj["implied_request_bytes"]
     if qos is QosClass.BURSTABLE and implied:
         low, high = implied
-        _field(text, "request", f"implied {format_bytes(low)} - {format_bytes(high)} (from adj {adj['actual']})")
+        _field(
+            text,
+            "request",
+            f"implied {format_bytes(low)} - {format_bytes(high)} ({adj['kubelet']})",  # from the adj line above
+        )
+        if_sidecar = adj["implied_request_bytes_if_sidecar"]
+        if if_sidecar and if_sidecar != implied:  # its adj may have been capped at its pod's highest
+            _field(text, "sidecar", f"if one: up to {format_bytes(if_sidecar[1])} (capped adj)", "dim")
     elif (
         qos is not QosClass.BURSTABLE
         and actual is not None
@@ -111,10 +124,13 @@ def cgroup_details(row: Row, ranking: Ranking, history: History) -> Text:
         )
         _field(text, "usage", f"{format_bytes(cgroup.usage_bytes)} · no limit{above}")
     else:
+        allowance = swap_allowance_bytes(cgroup, view.sample.node.swap_total_bytes)
         _field(
             text,
             "usage",
-            f"{format_bytes(cgroup.usage_bytes)} of {format_bytes(limit)} ({cgroup.usage_bytes / limit * 100:.0f}%)",
+            f"{format_bytes(cgroup.usage_bytes)} of {format_bytes(limit)} ({cgroup.usage_bytes / limit * 100:.0f}%)"
+            # the kernel sizes this OOM domain (and so the adj weight) as limit + the swap it may use
+            + (f" + {format_bytes(allowance)} swap" if allowance else ""),
         )
     _field(
         text,
@@ -181,6 +197,21 @@ def cgroup_details(row: Row, ranking: Ranking, history: History) -> Text:
     return text
 
 
+def _points_line(text: Text, task: Task, domain: Cgroup, node_swap_total: int, page_size: int) -> None:
+    """The kernel's points of a task that holds swap, term by term: its swap entries count as much as its rss,
+    and its domain's size (limit + swap allowance) sets what one adj point weighs."""
+    totalpages = memcg_totalpages(domain, node_swap_total, page_size)
+    points = None if totalpages is None else badness_points(task, totalpages, page_size)
+    if totalpages is None or points is None:
+        return
+    _field(
+        text,
+        "points",
+        f"{points} = rss {task.rss_bytes // page_size} + swap {task.swap_bytes // page_size} + page tables "
+        f"{task.pgtables_bytes // page_size} + adj {task.oom_score_adj} x {totalpages // 1000} (pages)",
+    )
+
+
 def task_details(row: Row, ranking: Ranking, history: History) -> Text:
     task = row.task
     assert task is not None
@@ -203,6 +234,8 @@ def task_details(row: Row, ranking: Ranking, history: History) -> Text:
     if domain is not None and domain_path is not None:
         where = f" against {ranking.domain_name(domain_path)} ({format_bytes(domain.limit_bytes)})"
     _field(text, "oom", f"adj {task.oom_score_adj}  memcg score {'-' if score is None else score}{where}")
+    if task.swap_bytes and domain is not None:  # swapped-out pages still count: show where its points come from
+        _points_line(text, task, domain, view.sample.node.swap_total_bytes, view.sample.node.page_size)
     _field(
         text,
         "node",

@@ -12,8 +12,11 @@ Environment:
   OOMTOP_V2_SEED, OOMTOP_V2_ROUNDS   replay a run / change the number of victim rounds
   OOMTOP_V2_EVENT_KILLS          kills the events latency test measures (default 10)
   OOMTOP_V2VM_CACHE              where the kernel and initrd are cached (default ~/.cache/oomtop-v2vm)
-  OOMTOP_V2VM_TIMEOUT            seconds the whole VM run may take (default 480)
+  OOMTOP_V2VM_TIMEOUT            seconds the whole VM run may take (default 900: the swap rounds add minutes)
   OOMTOP_V2VM_MEM, OOMTOP_V2VM_CPUS  guest size (default 2048 MiB, 2 CPUs)
+  OOMTOP_V2VM_SWAP               MiB of the scratch disk attached as the guest's /dev/vda, for the swap rounds
+                                 (guest/test_swap_v2.py turns it on, and off after; default 384; 0: none)
+  OOMTOP_V2_SWAP_ROUNDS          how many swap rounds run (default 9)
   OOMTOP_V2VM_KEEP=1             keep the shared work directory (console log, report) even when all passed
   OOMTOP_V2_SUMMARY=<file>       also write the tier's figures there as JSON
 """
@@ -191,6 +194,25 @@ class GuestRun:
             "kubepods": sum(1 for r in ran if r.get("kind") == "kubepods"),
         }
 
+    def swap_summary(self) -> dict[str, int]:
+        """The swap rounds' figures (guest/test_swap_v2.py): rounds, kills, right, and those swap decided."""
+        entries = self.results.values()
+        rounds = [e["properties"]["swap_round"] for e in entries if "swap_round" in e.get("properties", {})]
+        ran = [r for r in rounds if r.get("ran")]
+        return {
+            "planned": len(rounds),
+            "ran": len(ran),
+            "kills": sum(len(r.get("kernel_victims") or ()) for r in ran),
+            "right": sum(1 for r in ran if r.get("victim_right")),
+            "decided_by_swap": sum(1 for r in ran if r.get("decided_by_swap")),
+            "by_totalpages": sum(1 for r in ran if r.get("flip_totalpages")),
+            "by_swapents": sum(1 for r in ran if r.get("flip_swapents")),
+            "container": sum(1 for r in ran if r.get("kind") == "container"),
+            "pod": sum(1 for r in ran if r.get("kind") == "pod"),
+            "kubepods": sum(1 for r in ran if r.get("kind") == "kubepods"),
+            "node": sum(1 for r in ran if r.get("kind") == "node"),
+        }
+
     def events_summary(self) -> dict:
         """The events tests' figures (guest/test_events_v2.py): latency inside the VM, the inotify wake-up."""
         out: dict = {}
@@ -213,6 +235,7 @@ class GuestRun:
             "guest_pytest_s": None if started is None or finished is None else round(finished - started, 1),
             "tests": self.counts(),
             "rounds": self.rounds_summary(),
+            "swap_rounds": self.swap_summary(),
             "events": self.events_summary(),
             "workdir": str(self.workdir),
         }
@@ -236,7 +259,8 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
         ]
     )
     (workdir / "guest.sh").write_text(script)
-    timeout = float(os.environ.get("OOMTOP_V2VM_TIMEOUT") or 480)
+    timeout = float(os.environ.get("OOMTOP_V2VM_TIMEOUT") or 900)
+    swap_mib = int(os.environ.get("OOMTOP_V2VM_SWAP") or 384)
     env = _clean_env(
         {
             "OOMTOP_V2_GUEST": "1",
@@ -244,6 +268,7 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
             "OOMTOP_V2_REPORT": str(report),
             "OOMTOP_V2_SEED": str(seed),
             "OOMTOP_V2_ROUNDS": str(rounds),
+            "OOMTOP_V2_SWAP_DEV": "/dev/vda" if swap_mib > 0 else "",
             "V2VM_TIMEOUT": str(int(timeout)),
         }
     )
@@ -253,6 +278,8 @@ def run_guest(seed: int, rounds: int, selected: list[str] | None = None, log=pri
         os.environ.get("OOMTOP_V2VM_MEM") or "2048",
         "--cpus",
         os.environ.get("OOMTOP_V2VM_CPUS") or "2",
+        "--swap",
+        str(swap_mib),
         "--",
         "bash",
         str(workdir / "guest.sh"),

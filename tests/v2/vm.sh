@@ -5,9 +5,11 @@
 # The guest sees the host's root as a copy-on-write overlay (writes vanish at exit), the current directory
 # mounted read-write at the same path (results persist), cgroup2 at /sys/fs/cgroup with the memory and pids
 # controllers enabled at the root, real root with every capability (oom_score_adj can go negative), swap off.
+# With --swap MIB a scratch disk of that size is attached as /dev/vda (virtio): not turned on, so every test sees a
+# node without swap unless it runs mkswap/swapon itself (guest/test_swap_v2.py does, and swapoff after).
 # The guest inherits the caller's exported environment (through .v2vm/env in the current directory).
 #
-#   vm.sh [--mem MIB] [--cpus N] -- COMMAND [ARG...]      exit status: the command's
+#   vm.sh [--mem MIB] [--cpus N] [--swap MIB] -- COMMAND [ARG...]      exit status: the command's
 #   vm.sh --prepare                                       install + build only; 0 when ready
 #
 # Exit status 2 (with the reason on stderr, last line starting "vm.sh: cannot run:") means the tier cannot run
@@ -20,12 +22,13 @@
 # 20 times slower than on the host.  V2VM_TIMEOUT (seconds, default 1800) bounds a run; V2VM_ACCEL (default
 # "tcg,thread=multi") is passed to qemu's -accel ("kvm" where nested virtualisation works).
 set -euo pipefail
-RECIPE=2  # bump when the initrd below changes: cached initrds of older recipes are rebuilt
-mem=2048 cpus=2 prepare=0
+RECIPE=3  # bump when the initrd below changes: cached initrds of older recipes are rebuilt
+mem=2048 cpus=2 swap=0 prepare=0
 while [ $# -gt 0 ]; do
   case $1 in
     --mem) mem=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
+    --swap) swap=$2; shift 2 ;;
     --prepare) prepare=1; shift ;;
     --) shift; break ;;
     *) break ;;
@@ -56,7 +59,7 @@ if [ ${#need[@]} -gt 0 ]; then
     cannot "apt-get could not install ${need[*]}"
 fi
 depmod=$(command -v depmod || echo /usr/sbin/depmod)
-mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p overlay"
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p overlay virtio_blk"
 
 # The kernel: the version Debian's linux-image-amd64 points at, unpacked once.
 if [ ! -f "$cache/kernel-ready" ]; then
@@ -117,9 +120,14 @@ trap 'rm -rf "$cwd/.v2vm"' EXIT
 export -p | grep -v -E ' (PWD|OLDPWD|SHLVL|_)=' >.v2vm/env
 printf '%q ' "$@" >.v2vm/cmd
 rm -f .v2vm/rc
+disk=()
+if [ "$swap" -gt 0 ]; then  # a sparse scratch file: the guest's swap device, gone with .v2vm at exit
+  truncate -s "${swap}M" .v2vm/swap.img
+  disk=(-drive "file=$cwd/.v2vm/swap.img,if=virtio,format=raw,cache=unsafe")
+fi
 status=
 timeout --foreground "${V2VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel "${V2VM_ACCEL:-tcg,thread=multi}" -m "$mem" -smp "$cpus" \
-  -display none -vga none -serial stdio -monitor none -nic none -no-reboot \
+  -display none -vga none -serial stdio -monitor none -nic none -no-reboot "${disk[@]}" \
   -kernel "$cache/vmlinuz" -initrd "$cache/initrd.gz" \
   -append "console=ttyS0 loglevel=1 panic=-1 v2vm_cwd=$cwd" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
