@@ -162,8 +162,10 @@ class FakeHost:
                 write("memory.max", "max\n" if limit is None else f"{limit}\n")
                 write("memory.high", "max\n" if high is None else f"{high}\n")
                 write("memory.peak", f"{peak}\n")
-                write("memory.swap.current", "0\n")
-                write("memory.swap.max", "max\n" if swap_max is None else f"{swap_max}\n")
+                if swap_max != -1:
+                    write("memory.swap.current", "0\n")
+                if swap_max != -1:  # -1: a kernel without swap accounting (no memory.swap.* files)
+                    write("memory.swap.max", "max\n" if swap_max is None else f"{swap_max}\n")
                 write("memory.oom.group", f"{int(oom_group)}\n")
                 write(
                     "memory.events",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oomtop.rank import memcg_totalpages
 from oomtop.report import to_json
 from tests.fakehost import FakeHost, FakeProcess
 from tests.test_collector import sample_of
+from tests.ui_fixtures import collect
 
 MiB = 1 << 20
 CTR = "/kubepods/burstable/podx/c1"
@@ -41,3 +43,21 @@ def test_swap_fields_and_the_score_they_make(tmp_path: Path) -> None:
     assert tasks[101]["memcg_score"] == big * 1000 // totalpages
     assert tasks[102]["memcg_score"] == small * 1000 // totalpages
     assert cgroups[CTR]["predicted_victim_pid"] == 101  # 50 MiB with its swap beats 40 MiB of rss alone
+
+
+def test_without_swap_accounting_a_cgroup_may_use_the_whole_node_swap(tmp_path: Path) -> None:
+    """A v2 kernel without swap accounting (swapaccount=0) has no memory.swap.* files: nothing limits a cgroup's
+    swap, and mem_cgroup_get_max() adds the node's whole swap to its OOM domain (its swap counter keeps
+    PAGE_COUNTER_MAX).  oomtop once read the missing file as "may not swap" and sized such domains too small."""
+    host = FakeHost(tmp_path, layout="v2", swap_total_kb=512 * 1024)
+    host.add_cgroup("/", usage=2 << 30)
+    host.add_cgroup("/box", usage=100 << 20, limit=256 << 20, swap_max=-1)
+    host.add_cgroup("/capped", usage=100 << 20, limit=256 << 20, swap_max=64 << 20)
+    assert not (host.cgroup_dir("/box") / "memory.swap.max").exists()
+    sample = collect(host)
+    box = next(c for c in sample.cgroups if c.path == "/box")
+    capped = next(c for c in sample.cgroups if c.path == "/capped")
+    assert box.swap_limit_bytes is None and capped.swap_limit_bytes == 64 << 20
+    page = sample.node.page_size
+    assert memcg_totalpages(box, sample.node.swap_total_bytes, page) == ((256 << 20) + (512 << 20)) // page
+    assert memcg_totalpages(capped, sample.node.swap_total_bytes, page) == ((256 << 20) + (64 << 20)) // page

@@ -394,8 +394,10 @@ class CgroupReader:
             limit = self._value("memory.max", parse_v2_limit, slow)
             high = self._value("memory.high", parse_v2_limit, slow)
             swap_limit = self._value("memory.swap.max", parse_v2_limit, slow)
-            if swap_limit is None and "memory.swap.max" not in self._raw:
-                swap_limit = 0  # no swap controller: the cgroup may not swap at all
+            # No memory.swap.max: the kernel runs without swap accounting (swapaccount=0, or no CONFIG_MEMCG_SWAP).
+            # Its swap counter then keeps its initial PAGE_COUNTER_MAX, nothing stops the cgroup from swapping,
+            # and mem_cgroup_get_max() adds min(that, total_swap_pages): the node's whole swap.  So unlimited
+            # (None), not 0.
             group = self._value("memory.oom.group", parse_int, slow)
             oom_group = None if group is None else bool(group)
             peak = self._value("memory.peak", parse_int, self._peak_due(slow, usage))
