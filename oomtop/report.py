@@ -18,6 +18,7 @@ from oomtop.rank import (
     badness_points,
     expected_kubelet_adj,
     implied_request_range,
+    memcg_totalpages,
     normalised_score,
     predict,
 )
@@ -254,6 +255,8 @@ def _cgroup_json(view: View, cgroup: Cgroup) -> dict[str, Any]:
         "inactive_file_bytes": cgroup.inactive_file_bytes,
         "shmem_bytes": cgroup.shmem_bytes,
         "swap_bytes": cgroup.swap_bytes,
+        "swap_limit_bytes": cgroup.swap_limit_bytes,
+        "oom_domain_bytes": _oom_domain_bytes(view, cgroup),
         "oom_events": cgroup.oom_events,
         "oom_kills": cgroup.oom_kills,
         "oom_kills_local": cgroup.oom_kills_local,
@@ -286,6 +289,14 @@ def _cgroup_json(view: View, cgroup: Cgroup) -> dict[str, Any]:
     if identity.kind is CgroupKind.CONTAINER and identity.qos is not None:
         result["oom_score_adj"] = qos_adj(view, cgroup, identity.qos)
     return result
+
+
+def _oom_domain_bytes(view: View, cgroup: Cgroup) -> int | None:
+    """The size of this cgroup's OOM domain as the kernel counts it (``mem_cgroup_get_max()``: its limit plus the
+    swap it may use, capped by the node's swap), in bytes; None without a limit of its own."""
+    node = view.sample.node
+    pages = memcg_totalpages(cgroup, node.swap_total_bytes, node.page_size)
+    return None if pages is None else pages * node.page_size
 
 
 def qos_adj(view: View, cgroup: Cgroup, qos: QosClass) -> dict[str, Any]:

@@ -35,6 +35,9 @@ def test_swap_fields_and_the_score_they_make(tmp_path: Path) -> None:
     assert doc["node"]["swap_total_bytes"] == 512 * MiB
     cgroups = {c["path"]: c for c in doc["cgroups"]}
     assert cgroups[CTR]["swap_bytes"] == 20 * MiB
+    assert cgroups[CTR]["swap_limit_bytes"] == 32 * MiB
+    assert cgroups[CTR]["oom_domain_bytes"] == (64 + 32) * MiB  # mem_cgroup_get_max(): limit + swap allowance
+    assert cgroups["/kubepods"]["swap_limit_bytes"] is None and cgroups["/kubepods"]["oom_domain_bytes"] is None
     tasks = {t["pid"]: t for t in doc["tasks"]}
     assert tasks[101]["swap_bytes"] == 20 * MiB and tasks[102]["swap_bytes"] == 0
     totalpages = (64 + 32) * 256  # 24576: the swap allowance is in the domain
