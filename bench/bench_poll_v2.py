@@ -56,7 +56,7 @@ CGROUP_FILES = ("cgroup.procs", "memory.current", "memory.stat", "memory.events"
 
 
 def _bench_poll():  # type: ignore[no-untyped-def]
-    """bench_poll.py by path (bench/ is no package): its sleeper program and its pacing helper."""
+    """bench_poll.py by path (bench/ is no package): its sleeper program, pacing and file helpers."""
     spec = importlib.util.spec_from_file_location("oomtop_bench_poll", os.path.join(REPO, "bench", "bench_poll.py"))
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["oomtop_bench_poll"] = module
@@ -64,20 +64,11 @@ def _bench_poll():  # type: ignore[no-untyped-def]
     return module
 
 
-def read_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 1 << 20)
-    finally:
-        os.close(fd)
-
-
-def write_file(path: str, data: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
+_BENCH_POLL = _bench_poll()
+# the same small helpers as the v1 bench, not copies of them
+read_file = _BENCH_POLL.read_file
+write_file = _BENCH_POLL.write_file
+kernel_threads = _BENCH_POLL.kernel_threads
 
 
 # ------------------------------------------------------------------------------------------------ the load
@@ -175,20 +166,6 @@ def all_cgroups() -> list[str]:
     return out
 
 
-def kernel_threads() -> frozenset[bytes]:
-    out = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                stat = read_file(f"/proc/{name}/stat")
-                flags = int(stat[stat.rindex(b")") + 2 :].split()[6])
-            except (OSError, ValueError, IndexError):
-                continue
-            if flags & 0x00200000:
-                out.add(name.encode())
-    return frozenset(out)
-
-
 class FloorOpenRead:
     """Floor (i): open+read+close of every file of a poll, each round."""
 
@@ -280,7 +257,7 @@ class FloorPread:
 def inner(args: argparse.Namespace) -> int:
     from oomtop.collect.collector import Collector, CollectorConfig
 
-    paced = _bench_poll().paced
+    paced = _BENCH_POLL.paced
 
     def log(text: str) -> None:
         print(f"[guest {time.monotonic():7.1f}] {text}", file=sys.stderr, flush=True)
@@ -349,7 +326,7 @@ def outer(args: argparse.Namespace) -> int:
     """Build the sleeper on the host, boot the VM in a scratch directory and run ``--inner`` there."""
     if os.geteuid() != 0:
         raise SystemExit("needs root (the VM shares / and makes cgroups)")
-    sleeper_c = _bench_poll().SLEEPER_C
+    sleeper_c = _BENCH_POLL.SLEEPER_C
     work = tempfile.mkdtemp(prefix="oomtop-bench-v2-")
     try:
         with open(f"{work}/sleeper.c", "w", encoding="utf-8") as handle:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
+from tests import kernlog
+
 TASK_COMM_LEN = 16  # the kernel's comm holds at most 15 bytes and a NUL
 UNLIMITED_KB = 9007199254740988  # PAGE_COUNTER_MAX in kB: how the kernel logs "no limit"
 FLAVOURS = ("4.x", "5.x", "6.1", "6.x")  # 4.14-style, 5.4-style, 6.1 (v2), 6.8+ (rss_anon/rss_file/rss_shmem)
@@ -297,23 +299,10 @@ def reports(draw: st.DrawFn, comm: st.SearchStrategy[str] = comms) -> GenReport:
     )  # fmt: skip
 
 
-def render(messages: list[str], form: str, *, seq: int = 100, start_us: int = 5_000_000) -> str:
-    """The messages as log text: ``kmsg`` (raw /dev/kmsg records, escaped as the kernel does), ``dmesg``,
-    ``journal`` (journalctl -k) or ``plain``.  Each message gets its own timestamp, 7 us after the last."""
-    out = []
-    for i, text in enumerate(messages):
-        us = start_us + 7 * i
-        if form == "kmsg":
-            out.append(f"6,{seq + i},{us},-;{kernel_escape(text)}")
-        elif form == "dmesg":
-            out.append(f"[{us // 1_000_000:5d}.{us % 1_000_000:06d}] {text}")
-        elif form == "journal":
-            out.append(f"Apr 27 22:56:{(us // 1_000_000) % 60:02d} node-1 kernel: {text}")
-        elif form == "plain":
-            out.append(text)
-        else:
-            raise ValueError(form)
-    return "\n".join(out) + "\n"
+def render(messages: list[str], form: str) -> str:
+    """The messages as log text in one of :data:`FORMS`, laid out by :func:`tests.kernlog.render`; only the raw
+    /dev/kmsg form escapes the text first, as the kernel does (``kernel_escape``)."""
+    return kernlog.render([kernel_escape(text) for text in messages] if form == "kmsg" else messages, form)
 
 
 def safe_in_text_forms(report: GenReport) -> bool:
