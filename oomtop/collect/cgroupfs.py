@@ -8,6 +8,7 @@ the kernel only updates every 2 s) are read on the slow tick.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -159,23 +160,30 @@ def parse_stat_keys(raw: bytes, keys: tuple[bytes, ...]) -> dict[str, int]:
     """The values of ``keys`` in a ``key value`` file, found directly (a key absent from the file is absent, and
     so is one whose value is not a plain 64-bit number or that the file gives twice)."""
     result: dict[str, int] = {}
-    for key in keys:
-        if raw.startswith(key + b" "):
-            start = len(key) + 1
+    for name, first, inner in _stat_needles(keys):
+        if raw.startswith(first):
+            start = len(first)
         else:
-            found = raw.find(b"\n" + key + b" ")
+            found = raw.find(inner)
             if found < 0:
                 continue
-            start = found + len(key) + 2
+            start = found + len(inner)
         end = raw.find(b"\n", start)
         if end < 0:
             end = len(raw)
-        elif raw.find(b"\n" + key + b" ", end) >= 0:
+        elif raw.find(inner, end) >= 0:
             continue
         value = parse_int(raw[start:end])
         if value is not None:
-            result[key.decode()] = value
+            result[name] = value
     return result
+
+
+@functools.lru_cache(maxsize=16)
+def _stat_needles(keys: tuple[bytes, ...]) -> tuple[tuple[str, bytes, bytes], ...]:
+    """(name, ``key `` at the file's start, ``\\nkey `` inside it) per key, built once per key set (a poll parses
+    memory.stat of every changed cgroup with the same few key tuples)."""
+    return tuple((key.decode(), key + b" ", b"\n" + key + b" ") for key in keys)
 
 
 def parse_pids(raw: bytes) -> tuple[int, ...]:
